@@ -1,0 +1,87 @@
+// elementwise: y = alpha*a + beta*b, y = alpha*a*b, y = alpha*a, y += alpha*x, a = lerp(a, b, w),
+// y = alpha*s[0]*a (a scalar read from a buffer: no readback). Refs in src/ops/elementwise.ts.
+// One thread per element; grid from grid1d(ceil(n / WG)). Offsets and n are in elements.
+#include "common.wgsl"
+
+struct Params {
+  n: u32,
+  a_off: u32,
+  b_off: u32,
+  y_off: u32,
+  alpha: f32,
+  beta: f32,
+}
+
+override WG: u32 = 256;
+
+fn index(wg: vec3u, nwg: vec3u, lid: u32) -> u32 {
+  return flat_workgroup(wg, nwg) * WG + lid;
+}
+
+#if BINARY
+// y = op(a, b): add_scaled (alpha*a + beta*b), mul (alpha*a*b)
+@group(0) @binding(0) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read> b: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(1) @binding(0) var<uniform> params: Params;
+
+@compute @workgroup_size(WG)
+fn add_scaled(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  y[params.y_off + i] = T(params.alpha * f32(a[params.a_off + i]) + params.beta * f32(b[params.b_off + i]));
+}
+
+@compute @workgroup_size(WG)
+fn mul(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  y[params.y_off + i] = T(params.alpha * f32(a[params.a_off + i]) * f32(b[params.b_off + i]));
+}
+
+// y = alpha * b[b_off] * a: b holds one f32 scalar (a loss, a norm) computed on the GPU
+@compute @workgroup_size(WG)
+fn scale_by_scalar(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  y[params.y_off + i] = T(params.alpha * f32(b[params.b_off]) * f32(a[params.a_off + i]));
+}
+#endif
+
+#if UNARY
+// y = alpha * a (copy when alpha = 1)
+@group(0) @binding(0) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read_write> y: array<T>;
+@group(1) @binding(0) var<uniform> params: Params;
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  y[params.y_off + i] = T(params.alpha * f32(a[params.a_off + i]));
+}
+#endif
+
+#if INPLACE
+// y += alpha * a (axpy); y = y + alpha * (a - y) (lerp toward a with weight alpha, torch's lerp_)
+@group(0) @binding(0) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read_write> y: array<T>;
+@group(1) @binding(0) var<uniform> params: Params;
+
+@compute @workgroup_size(WG)
+fn axpy(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  let j = params.y_off + i;
+  y[j] = T(f32(y[j]) + params.alpha * f32(a[params.a_off + i]));
+}
+
+@compute @workgroup_size(WG)
+fn lerp(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  let j = params.y_off + i;
+  let v = f32(y[j]);
+  y[j] = T(v + params.alpha * (f32(a[params.a_off + i]) - v));
+}
+#endif

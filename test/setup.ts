@@ -1,0 +1,61 @@
+/**
+ * @file Shared test helpers: one GPU runtime per test file, and closeness checks that report
+ * like llm.c's validate_result (max difference and the first mismatches).
+ */
+import { expect } from 'vitest';
+import { NoGpuError } from '../src/gpu/device.ts';
+import { Runtime } from '../src/gpu/runtime.ts';
+
+let runtime: Promise<Runtime | null> | null = null;
+
+/**
+ * The runtime for this test file, or null when there is no adapter at all — unless
+ * AUTORESEARCH_REQUIRE_GPU=1 (set by CI), where a missing adapter fails instead of skipping.
+ */
+export function testRuntime(): Promise<Runtime | null> {
+  runtime ??= Runtime.create().catch((e) => {
+    if (e instanceof NoGpuError && process.env.AUTORESEARCH_REQUIRE_GPU !== '1') return null;
+    throw e;
+  });
+  return runtime;
+}
+
+export interface CloseOptions {
+  atol?: number;
+  rtol?: number;
+  label?: string;
+}
+
+/** Max |a-b| and the first mismatches beyond atol + rtol·|ref|; fails the test if any. */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, opts: CloseOptions = {}): number {
+  const { atol = 1e-5, rtol = 1e-4, label = 'values' } = opts;
+  expect(actual.length, `${label}: length`).toBe(expected.length);
+  let maxDiff = 0;
+  const bad: string[] = [];
+  let badCount = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    const d = Math.abs(a - e);
+    if (!(d <= atol + rtol * Math.abs(e))) {
+      badCount++;
+      if (bad.length < 5) bad.push(`[${i}] got ${a} want ${e}`);
+    }
+    if (d > maxDiff || Number.isNaN(d)) maxDiff = Number.isNaN(d) ? Infinity : d;
+  }
+  if (badCount) {
+    expect.fail(`${label}: ${badCount}/${expected.length} mismatches (atol ${atol}, rtol ${rtol}, max diff ${maxDiff}): ${bad.join('; ')}`);
+  }
+  return maxDiff;
+}
+
+/** Relative error max|a-b| / max|b| (the fixture's tolerance measure). */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    num = Math.max(num, Math.abs(actual[i] - expected[i]));
+    den = Math.max(den, Math.abs(expected[i]));
+  }
+  return den === 0 ? num : num / den;
+}
