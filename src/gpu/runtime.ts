@@ -292,11 +292,10 @@ export class Runtime {
     this.#endPass();
     if (this.#slots) this.device.queue.writeBuffer(this.#arenaBuffer, 0, this.#arena, 0, this.#slots * PARAMS_SLOT);
     this.#slots = 0;
-    let resolve: Promise<TimedDispatch[]> | null = null;
-    if (this.#profile && this.#profile.labels.length) resolve = this.#resolveProfile(this.#encoder);
+    const collect = this.#profile && this.#profile.labels.length ? this.#resolveProfile(this.#encoder) : null;
     this.device.queue.submit([this.#encoder.finish()]);
     this.#encoder = null;
-    if (resolve) this.#profile!.results.push(resolve);
+    if (collect) this.#profile!.results.push(collect()); // map only after the submit that fills it
   }
 
   /** Waits until the GPU has finished everything submitted; throws any GPU error. */
@@ -502,7 +501,8 @@ export class Runtime {
     this.#profile = { querySet: this.device.createQuerySet({ type: 'timestamp', count: 4096 }), labels: [], results: [] };
   }
 
-  #resolveProfile(encoder: GPUCommandEncoder): Promise<TimedDispatch[]> {
+  /** Records the query resolve; returns what reads it back once the encoder has been submitted. */
+  #resolveProfile(encoder: GPUCommandEncoder): () => Promise<TimedDispatch[]> {
     const p = this.#profile!;
     const labels = p.labels.splice(0);
     const n = labels.length * 2;
@@ -510,13 +510,13 @@ export class Runtime {
     const read = this.device.createBuffer({ size: n * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     encoder.resolveQuerySet(p.querySet, 0, n, resolveBuf, 0);
     encoder.copyBufferToBuffer(resolveBuf, 0, read, 0, n * 8);
-    return (async () => {
+    return async () => {
       await read.mapAsync(GPUMapMode.READ);
       const ts = new BigUint64Array(read.getMappedRange().slice(0));
       read.destroy();
       resolveBuf.destroy();
       return labels.map((label, i) => ({ label, ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6 }));
-    })();
+    };
   }
 
   /** Stops timing and returns each dispatch's GPU time in order. */
