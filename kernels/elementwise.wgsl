@@ -1,5 +1,5 @@
 // elementwise: y = alpha*a + beta*b, y = alpha*a*b, y = alpha*a, y += alpha*x, a = lerp(a, b, w),
-// y = alpha*s[0]*a (a scalar read from a buffer: no readback). Refs in src/ops/elementwise.ts.
+// y = alpha*s[0]*a and y *= alpha*s[0] (a scalar read from a buffer: no readback). Refs in src/ops/elementwise.ts.
 // One thread per element; grid from grid1d(ceil(n / WG)). Offsets and n are in elements.
 #include "common.wgsl"
 
@@ -74,6 +74,15 @@ fn axpy(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @
   if (i >= params.n) { return; }
   let j = params.y_off + i;
   y[j] = T(f32(y[j]) + params.alpha * f32(a[params.a_off + i]));
+}
+
+// y = alpha * a[a_off] * y: a holds one scalar on the GPU (a gradient scaled in place, no copy)
+@compute @workgroup_size(WG)
+fn scale_by_scalar_inplace(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= params.n) { return; }
+  let j = params.y_off + i;
+  y[j] = T(params.alpha * f32(a[params.a_off]) * f32(y[j]));
 }
 
 @compute @workgroup_size(WG)

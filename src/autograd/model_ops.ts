@@ -8,7 +8,7 @@
  * and dx, dW are accumulated from that chunk at once. The recorded backward only scales the saved
  * dx, dW by the incoming scalar gradient.
  */
-import { scaleByScalar } from '../ops/elementwise.ts';
+import { scaleByScalar, scaleByScalarInPlace } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
 import { sumAll } from '../ops/reduce.ts';
 import { residualMixBwd, residualMixFwd } from '../ops/residual_mix.ts';
@@ -110,11 +110,8 @@ export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLo
   for (const t of [total, invCount, stats]) rt.release(t);
 
   tape.record('lmHeadLoss', [x, w], [loss], ([dLoss]) => {
-    const gx = dx ? scaleByScalar(rt, dx, dLoss!) : null;
-    const gw = dw ? scaleByScalar(rt, dw, dLoss!) : null;
-    rt.release(dx);
-    rt.release(dw);
-    return [gx, gw];
+    // the saved gradients become the returned ones, scaled in place (no [N, C] copy)
+    return [dx ? scaleByScalarInPlace(rt, dx, dLoss!) : null, dw ? scaleByScalarInPlace(rt, dw, dLoss!) : null];
   });
   return { loss, perToken };
 }

@@ -73,6 +73,14 @@ export function axpyInPlace(rt: Runtime, y: Tensor, x: Tensor, alpha = 1): Tenso
   return y;
 }
 
+/** y ← alpha·s·y in place, where s is a one-element tensor on the GPU. */
+export function scaleByScalarInPlace(rt: Runtime, y: Tensor, s: Tensor, alpha = 1): Tensor {
+  if (s.size !== 1) throw new Error(`scaleByScalarInPlace: ${s.describe()} is not a scalar`);
+  const k = rt.kernel(spec('scale_by_scalar_inplace', 'INPLACE', floatDtype(y)));
+  rt.dispatch1d(k, [s, y], { n: y.size, a_off: s.offset, b_off: 0, y_off: y.offset, alpha, beta: 0 }, Math.ceil(y.size / WG));
+  return y;
+}
+
 /** y ← y + w·(x − y), in place on y (torch's `y.lerp_(x, w)`). */
 export function lerpInPlace(rt: Runtime, y: Tensor, x: Tensor, w: number): Tensor {
   sameSize(x, y, 'lerp');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { add, addScaled, addScaledRef, axpyInPlace, axpyRef, copy, lerpInPlace, lerpRef, mul, mulRef, scale, scaleByScalar, scaleRef } from '../../src/ops/elementwise.ts';
+import { add, addScaled, addScaledRef, axpyInPlace, axpyRef, copy, lerpInPlace, lerpRef, mul, mulRef, scale, scaleByScalar, scaleByScalarInPlace, scaleRef } from '../../src/ops/elementwise.ts';
 import { sumAll, sumCols, sumColsRef, sumRows, sumRowsRef, sumSqRows } from '../../src/ops/reduce.ts';
 import type { Runtime } from '../../src/gpu/runtime.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -24,6 +24,8 @@ describe.skipIf(!rt)('elementwise', () => {
       expectClose(await rt.read(copy(rt, av)), aa);
       const s = rt.fromArray([0.25], [1]);
       expectClose(await rt.read(scaleByScalar(rt, av, s, 2)), scaleRef(aa, 0.5));
+      const w = copy(rt, av);
+      expectClose(await rt.read(scaleByScalarInPlace(rt, w, s, -4)), scaleRef(aa, -1));
       const y = copy(rt, bv);
       expectClose(await rt.read(axpyInPlace(rt, y, av, 0.3)), axpyRef(bb, aa, 0.3));
       const z = copy(rt, bv);
