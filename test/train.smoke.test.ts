@@ -1,0 +1,64 @@
+/**
+ * End to end on the software adapter: prepare the embedded corpus into a temporary cache, train a
+ * small tokenizer, then train train.ts's tiny configuration for a fixed number of steps and check
+ * that validation bpb falls clearly below the initialised model's, and that the summary block
+ * parses the way program.md greps it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
+import type { Runtime } from '../src/gpu/runtime.ts';
+import { train } from '../train.ts';
+import { testRuntime } from './setup.ts';
+
+const rt = (await testRuntime()) as Runtime;
+const cache = mkdtempSync(join(tmpdir(), 'autoresearch-smoke-'));
+const savedCache = process.env.AUTORESEARCH_CACHE;
+process.env.AUTORESEARCH_CACHE = cache;
+afterAll(() => {
+  if (savedCache === undefined) delete process.env.AUTORESEARCH_CACHE;
+  else process.env.AUTORESEARCH_CACHE = savedCache;
+  rmSync(cache, { recursive: true, force: true });
+});
+
+// 2 layers of 64 (2 heads of 32), 64-token rows, 4 rows per step
+const TINY = { depth: 2, aspectRatio: 32, headDim: 32, seqLen: 64, deviceBatchSize: 4, totalBatchSize: 256 };
+const quiet = { log: () => {} };
+
+describe.skipIf(!rt)('train.ts end to end (tiny config, embedded corpus)', () => {
+  let tokenizer: Tokenizer;
+
+  it('prepares the embedded corpus and a small tokenizer in a fresh cache', async () => {
+    await prepareData('embedded', quiet);
+    tokenizer = await trainTokenizer('embedded', { vocabSize: 512, ...quiet });
+    expect(tokenizer.vocabSize).toBe(512);
+  });
+
+  it('lowers validation bpb clearly below its value at initialisation, and prints a parseable summary', async () => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void lines.push(args.join(' ')));
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      const initial = await train({ runtime: rt, tokenizer, maxSteps: 0, config: TINY });
+      lines.length = 0;
+      const trained = await train({ runtime: rt, tokenizer, maxSteps: 40, config: TINY });
+      expect(initial.val_bpb).toBeGreaterThan(0);
+      expect(trained.val_bpb).toBeLessThan(0.85 * initial.val_bpb);
+      expect(trained.num_steps).toBe(40);
+      // program.md's parser: grep "^val_bpb:" and "^peak_vram_mb:"
+      const valLine = lines.find((l) => /^val_bpb:/.test(l));
+      const memLine = lines.find((l) => /^peak_vram_mb:/.test(l));
+      expect(Number(valLine?.split(/\s+/)[1])).toBeCloseTo(trained.val_bpb, 5);
+      expect(Number(memLine?.split(/\s+/)[1])).toBeGreaterThan(0);
+      expect(lines).toContain('---');
+      for (const key of ['training_seconds', 'total_seconds', 'mfu_percent', 'total_tokens_M', 'num_steps', 'num_params_M', 'depth']) {
+        expect(lines.some((l) => l.startsWith(`${key}:`)), key).toBe(true);
+      }
+    } finally {
+      spy.mockRestore();
+      write.mockRestore();
+    }
+  });
+});
