@@ -12,67 +12,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { GPT, type GPTConfig, MuonAdamW, type ParamGroup, windowSizes } from '../train.ts';
+import { GPT, MuonAdamW, type ParamGroup, windowSizes } from '../train.ts';
 import { ctx, useRuntime } from './autograd/tape.ts';
 import { Runtime } from './gpu/runtime.ts';
 import type { Tensor } from './gpu/tensor.ts';
+import { compareAfterStep, decodeF32, type Fixture, relativeError, TOLERANCE } from './fixture.ts';
 import { buildEmbeddingIndex } from './ops/embedding.ts';
 import { isMain } from './util/main.ts';
-
-export interface Fixture {
-  name?: string;
-  config: GPTConfig;
-  window_sizes: [number, number][];
-  batch: number;
-  idx: number[];
-  targets: number[];
-  params: Record<string, { shape: number[]; f32: string }>;
-  expected: {
-    loss: number;
-    per_token_loss: number[] | { shape: number[]; f32: string };
-    logits: number[] | { shape: number[]; f32: string };
-    grads: Record<string, { shape: number[]; f32: string }>;
-    params_after_step: Record<string, { shape: number[]; f32: string }>;
-  };
-  optimizer: {
-    step: number;
-    muon_momentum: number;
-    setup: { unembedding_lr: number; embedding_lr: number; matrix_lr: number; weight_decay: number; adam_betas: [number, number]; scalar_lr: number };
-    param_groups: Array<{
-      kind: 'adamw' | 'muon';
-      params: string[];
-      lr: number;
-      betas?: [number, number];
-      eps?: number;
-      weight_decay: number;
-      momentum?: number;
-      ns_steps?: number;
-      beta2?: number;
-    }>;
-  };
-}
-
-export const TOLERANCE = { forward: 1e-4, grad: 1e-3, step: 1e-3, maxFlipFraction: 0.02 };
-
-/** Decodes base64 little-endian float32 (or passes plain arrays through). */
-export function decodeF32(v: number[] | { f32: string }): Float32Array {
-  if (Array.isArray(v)) return Float32Array.from(v);
-  const bytes = Buffer.from(v.f32, 'base64');
-  const out = new Float32Array(bytes.length / 4);
-  new Uint8Array(out.buffer).set(bytes);
-  return out;
-}
-
-/** max|a−b| / max|b| */
-export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    num = Number.isNaN(d) ? Infinity : Math.max(num, d);
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return den === 0 ? num : num / den;
-}
 
 export interface CheckRow {
   name: string;
@@ -83,26 +29,10 @@ export interface CheckRow {
   size: number;
 }
 
-/**
- * Compares a Muon parameter after the step, counting mask flips: elements whose difference from the
- * expected value equals lr'·wd·|p_before| (within the tolerance) are flips, not errors.
- */
-export function compareWithFlips(name: string, got: Float32Array, want: Float32Array, before: Float32Array, lrWd: number): CheckRow {
-  let den = 0;
-  for (const w of want) den = Math.max(den, Math.abs(w));
-  const tol = TOLERANCE.step * (den || 1);
-  let num = 0, flips = 0;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (d > tol && Math.abs(d - lrWd * Math.abs(before[i])) <= tol) {
-      flips++;
-      continue;
-    }
-    num = Number.isNaN(d) ? Infinity : Math.max(num, d);
-  }
-  const error = den === 0 ? num : num / den;
-  const ok = error < TOLERANCE.step && flips <= TOLERANCE.maxFlipFraction * want.length;
-  return { name, error, tolerance: TOLERANCE.step, ok, flips, size: want.length };
+/** A row for a parameter after the step; Muon parameters (lrWd > 0) may have mask flips. */
+function stepRow(name: string, got: Float32Array, want: Float32Array, before: Float32Array, lrWd = 0): CheckRow {
+  const c = compareAfterStep(got, want, before, lrWd);
+  return { name, error: c.error, tolerance: TOLERANCE.step, ok: c.ok, flips: lrWd > 0 ? c.flips : undefined, size: c.size };
 }
 
 function row(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number): CheckRow {
@@ -197,7 +127,7 @@ export async function verifyFixture(rt: Runtime, fx: Fixture): Promise<CheckRow[
     const want = decodeF32(fx.expected.params_after_step[name]);
     const got = await rt.read(p);
     const lrWd = muonLrWd.get(p);
-    rows.push(lrWd === undefined ? row(`step ${name}`, got, want, TOLERANCE.step) : compareWithFlips(`step ${name}`, got, want, before.get(name)!, lrWd));
+    rows.push(stepRow(`step ${name}`, got, want, before.get(name)!, lrWd));
   }
   return rows;
 }

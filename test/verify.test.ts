@@ -12,7 +12,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../src/gpu/runtime.ts';
-import { type CheckRow, type Fixture, formatRows, verifyFixture } from '../src/verify.ts';
+import type { Fixture } from '../src/fixture.ts';
+import { type CheckRow, formatRows, verifyFixture } from '../src/verify.ts';
 import { decodePacked, encodeF32, type FixtureJson, GENERATED_CASES, makeFixture } from './reference/fixture.ts';
 import { testRuntime } from './setup.ts';
 

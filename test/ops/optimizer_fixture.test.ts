@@ -13,69 +13,22 @@ import type { Tensor } from '../../src/gpu/tensor.ts';
 import { adamwStep, adamwStepRef } from '../../src/ops/adamw.ts';
 import { createMuonState, muonLrScale, muonStep, muonStepRef, releaseMuonState } from '../../src/ops/muon.ts';
 import { testRuntime } from '../setup.ts';
+import { compareAfterStep, decodeF32, type Fixture, type FixtureParamGroup, type PackedF32, type StepComparison, TOLERANCE } from '../../src/fixture.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FIXTURE = resolve(REPO_ROOT, '../shared/fixtures/gpt-tiny.json');
 /** fixtures/README.md: max|a−b| / max|b| per tensor after the step; flips ≤ 2% of a Muon tensor. */
-const STEP_TOLERANCE = 1e-3;
-const MAX_FLIP_FRACTION = 0.02;
+type Group = FixtureParamGroup;
 
-interface Packed {
-  shape: number[];
-  f32: string;
-}
-interface Group {
-  kind: 'adamw' | 'muon';
-  params: string[];
-  lr: number;
-  betas?: [number, number];
-  eps?: number;
-  weight_decay: number;
-  momentum?: number;
-  ns_steps?: number;
-  beta2?: number;
-}
-interface Fixture {
-  params: Record<string, Packed>;
-  expected: { grads: Record<string, Packed>; params_after_step: Record<string, Packed> };
-  optimizer: { step: number; muon_momentum: number; param_groups: Group[] };
-}
-
-function decode(p: Packed): Float32Array {
-  const bytes = Buffer.from(p.f32, 'base64');
-  const out = new Float32Array(bytes.length / 4);
-  new Uint8Array(out.buffer).set(bytes);
+function decode(p: PackedF32): Float32Array {
+  const out = decodeF32(p);
   expect(out.length, 'decoded length').toBe(p.shape.reduce((a, d) => a * d, 1));
   return out;
 }
 
-interface Comparison {
-  /** max|got − want| / max|want| over the elements that are not flips. */
-  error: number;
-  flips: number;
-  size: number;
-}
-
-/**
- * The fixture README's comparison. With lrWd = lr'·wd (Muon), an element whose difference from the
- * expected value equals lr'·wd·|p_before| to within the tolerance counts as a mask flip, not an error.
- */
-function compareAfterStep(got: ArrayLike<number>, want: ArrayLike<number>, before: ArrayLike<number>, lrWd = 0): Comparison {
-  let den = 0;
-  for (let i = 0; i < want.length; i++) den = Math.max(den, Math.abs(want[i]));
-  const tol = STEP_TOLERANCE * (den || 1);
-  let worst = 0, flips = 0;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (lrWd > 0 && d > tol && Math.abs(d - lrWd * Math.abs(before[i])) <= tol) flips++;
-    else worst = Math.max(worst, Number.isNaN(d) ? Infinity : d);
-  }
-  return { error: den === 0 ? worst : worst / den, flips, size: want.length };
-}
-
-function expectWithin(name: string, c: Comparison): void {
-  expect(c.error, `${name}: relative error ${c.error.toExponential(2)}`).toBeLessThan(STEP_TOLERANCE);
-  expect(c.flips, `${name}: ${c.flips} mask flips of ${c.size}`).toBeLessThanOrEqual(MAX_FLIP_FRACTION * c.size);
+function expectWithin(name: string, c: StepComparison): void {
+  expect(c.error, `${name}: relative error ${c.error.toExponential(2)}`).toBeLessThan(TOLERANCE.step);
+  expect(c.flips, `${name}: ${c.flips} mask flips of ${c.size}`).toBeLessThanOrEqual(TOLERANCE.maxFlipFraction * c.size);
 }
 
 const rt = (await testRuntime()) as Runtime;
@@ -180,6 +133,6 @@ describe.skipIf(!rt || !fx)('one MuonAdamW step on the gpt-tiny fixture', () => 
     const i = p.findIndex((v) => Math.abs(v) > 0.5 * Math.max(...p.map(Math.abs)));
     got[i] += lrWdOf(g) * Math.abs(p[i]) * Math.sign(p[i]);
     expect(compareAfterStep(got, want, p, lrWdOf(g)).flips).toBe(1);
-    expect(compareAfterStep(got, want, p, 0).error).toBeGreaterThan(STEP_TOLERANCE);
+    expect(compareAfterStep(got, want, p, 0).error).toBeGreaterThan(TOLERANCE.step);
   });
 });

@@ -20,12 +20,10 @@ import {
   refParamSpecs,
   refWindowSizes,
 } from './model.ts';
+import { decodeF32 as decodePacked, encodeF32, type PackedF32 } from '../../src/fixture.ts';
 
-/** A float32 tensor as the fixture stores it: base64 of little-endian float32, row-major. */
-export interface PackedF32 {
-  shape: number[];
-  f32: string;
-}
+export type { PackedF32 } from '../../src/fixture.ts';
+export { decodeF32 as decodePacked, encodeF32 } from '../../src/fixture.ts';
 
 /** The fixture JSON (fixtures/README.md). */
 export interface FixtureJson {
@@ -54,22 +52,6 @@ export interface FixtureJson {
 
 /** get_muon_momentum(0): the momentum of the first step. */
 export const FIRST_STEP_MUON_MOMENTUM = 0.85;
-
-export function encodeF32(data: Float32Array, shape: number[]): PackedF32 {
-  const size = shape.reduce((p, d) => p * d, 1);
-  if (size !== data.length) throw new Error(`encodeF32: ${data.length} values for shape [${shape}]`);
-  const copy = Float32Array.from(data); // own, aligned buffer; little-endian on every platform node runs on
-  return { shape: [...shape], f32: Buffer.from(copy.buffer).toString('base64') };
-}
-
-export function decodePacked(p: PackedF32): Float32Array {
-  const bytes = Buffer.from(p.f32, 'base64');
-  const out = new Float32Array(bytes.length / 4);
-  new Uint8Array(out.buffer).set(bytes);
-  const size = p.shape.reduce((a, d) => a * d, 1);
-  if (out.length !== size) throw new Error(`decodePacked: ${out.length} values for shape [${p.shape}]`);
-  return out;
-}
 
 /** The inputs of a fixture: parameters by name, and token ids / targets [batch, sequence_len]. */
 export interface FixtureInputs {

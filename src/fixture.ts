@@ -1,0 +1,116 @@
+/**
+ * @file The reference-fixture format (../shared/fixtures/README.md): types, float32 packing, and the
+ * README's comparison rules — shared by `npm run verify`, the optimizer tests and the CPU reference
+ * that generates fixtures. Depends on nothing in src/ but Node's Buffer.
+ */
+
+/** A float32 tensor as fixtures store it: base64 of little-endian float32, row-major. */
+export interface PackedF32 {
+  shape: number[];
+  f32: string;
+}
+
+export interface FixtureConfig {
+  sequence_len: number;
+  vocab_size: number;
+  n_layer: number;
+  n_head: number;
+  n_kv_head: number;
+  n_embd: number;
+  window_pattern: string;
+}
+
+export interface FixtureParamGroup {
+  kind: 'adamw' | 'muon';
+  params: string[];
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weight_decay: number;
+  momentum?: number;
+  ns_steps?: number;
+  beta2?: number;
+}
+
+export interface Fixture {
+  name?: string;
+  generator?: string;
+  config: FixtureConfig;
+  window_sizes: [number, number][];
+  batch: number;
+  idx: number[];
+  targets: number[];
+  params: Record<string, PackedF32>;
+  expected: {
+    loss: number;
+    per_token_loss: PackedF32 | number[];
+    logits: PackedF32 | number[];
+    grads: Record<string, PackedF32>;
+    params_after_step: Record<string, PackedF32>;
+  };
+  optimizer: {
+    step: number;
+    muon_momentum: number;
+    setup: { unembedding_lr: number; embedding_lr: number; matrix_lr: number; weight_decay: number; adam_betas: [number, number]; scalar_lr: number };
+    param_groups: FixtureParamGroup[];
+  };
+}
+
+/** The README's tolerances: max|a−b| / max|b| per tensor; at most 2% of a Muon tensor may be mask flips. */
+export const TOLERANCE = { forward: 1e-4, grad: 1e-3, step: 1e-3, maxFlipFraction: 0.02 };
+
+export function encodeF32(data: Float32Array, shape: readonly number[]): PackedF32 {
+  const size = shape.reduce((p, d) => p * d, 1);
+  if (size !== data.length) throw new Error(`encodeF32: ${data.length} values for shape [${shape}]`);
+  const copy = Float32Array.from(data); // an own, aligned buffer; little-endian wherever node runs
+  return { shape: [...shape], f32: Buffer.from(copy.buffer).toString('base64') };
+}
+
+/** Decodes a packed tensor (checking its element count) or passes a plain array through. */
+export function decodeF32(v: PackedF32 | number[]): Float32Array {
+  if (Array.isArray(v)) return Float32Array.from(v);
+  const bytes = Buffer.from(v.f32, 'base64');
+  const out = new Float32Array(bytes.length / 4);
+  new Uint8Array(out.buffer).set(bytes);
+  const size = v.shape.reduce((a, d) => a * d, 1);
+  if (out.length !== size) throw new Error(`decodeF32: ${out.length} values for shape [${v.shape}]`);
+  return out;
+}
+
+/** max|a−b| / max|b| (NaN counts as infinitely wrong). */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    num = Number.isNaN(d) ? Infinity : Math.max(num, d);
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return den === 0 ? num : num / den;
+}
+
+export interface StepComparison {
+  /** max|got − want| / max|want| over the elements that are not flips. */
+  error: number;
+  flips: number;
+  size: number;
+  ok: boolean;
+}
+
+/**
+ * Compares a parameter after the optimizer step. With lrWd = lr'·wd (a Muon parameter), an element
+ * whose difference equals lr'·wd·|p_before| within the tolerance is a cautious-weight-decay mask flip,
+ * not an error, while flips stay within maxFlipFraction of the tensor.
+ */
+export function compareAfterStep(got: ArrayLike<number>, want: ArrayLike<number>, before: ArrayLike<number>, lrWd = 0): StepComparison {
+  let den = 0;
+  for (let i = 0; i < want.length; i++) den = Math.max(den, Math.abs(want[i]));
+  const tol = TOLERANCE.step * (den || 1);
+  let worst = 0, flips = 0;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (lrWd > 0 && d > tol && Math.abs(d - lrWd * Math.abs(before[i])) <= tol) flips++;
+    else worst = Number.isNaN(d) ? Infinity : Math.max(worst, d);
+  }
+  const error = den === 0 ? worst : worst / den;
+  return { error, flips, size: want.length, ok: error < TOLERANCE.step && flips <= TOLERANCE.maxFlipFraction * want.length };
+}
