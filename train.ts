@@ -357,6 +357,24 @@ const SOFTWARE = { DEPTH: 2, ASPECT_RATIO: 32, HEAD_DIM: 32, SEQ_LEN: 256, DEVIC
 // Setup: tokenizer, model, optimizer, dataloader
 // ---------------------------------------------------------------------------
 
+/** The sizes a run uses: the hyperparameters above on a GPU, SOFTWARE on a software adapter. */
+export function runSizes(software: boolean) {
+  return {
+    depth: software ? SOFTWARE.DEPTH : DEPTH,
+    aspectRatio: software ? SOFTWARE.ASPECT_RATIO : ASPECT_RATIO,
+    headDim: software ? SOFTWARE.HEAD_DIM : HEAD_DIM,
+    seqLen: software ? SOFTWARE.SEQ_LEN : MAX_SEQ_LEN,
+    deviceBatchSize: software ? SOFTWARE.DEVICE_BATCH_SIZE : DEVICE_BATCH_SIZE,
+    totalBatchSize: software ? SOFTWARE.TOTAL_BATCH_SIZE : TOTAL_BATCH_SIZE,
+  };
+}
+
+/** setupOptimizer's arguments from the hyperparameters. */
+export const OPTIMIZER_SETTINGS = {
+  unembeddingLr: UNEMBEDDING_LR, embeddingLr: EMBEDDING_LR, scalarLr: SCALAR_LR,
+  adamBetas: ADAM_BETAS, matrixLr: MATRIX_LR, weightDecay: WEIGHT_DECAY,
+};
+
 export function buildModelConfig(depth: number, vocabSize: number, o = { aspectRatio: ASPECT_RATIO, headDim: HEAD_DIM, seqLen: MAX_SEQ_LEN }): GPTConfig {
   const baseDim = depth * o.aspectRatio;
   const modelDim = Math.ceil(baseDim / o.headDim) * o.headDim;
@@ -410,15 +428,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   console.log(rt.gpu.describe());
   useRuntime(rt);
   const software = rt.gpu.info.software;
-  const sizes = {
-    depth: software ? SOFTWARE.DEPTH : DEPTH,
-    aspectRatio: software ? SOFTWARE.ASPECT_RATIO : ASPECT_RATIO,
-    headDim: software ? SOFTWARE.HEAD_DIM : HEAD_DIM,
-    seqLen: software ? SOFTWARE.SEQ_LEN : MAX_SEQ_LEN,
-    deviceBatchSize: software ? SOFTWARE.DEVICE_BATCH_SIZE : DEVICE_BATCH_SIZE,
-    totalBatchSize: software ? SOFTWARE.TOTAL_BATCH_SIZE : TOTAL_BATCH_SIZE,
-    ...opts.config,
-  };
+  const sizes = { ...runSizes(software), ...opts.config };
   if (software) console.log('Software adapter: training the small configuration (see SOFTWARE in train.ts)');
 
   const tokenizer = opts.tokenizer ?? Tokenizer.load();
@@ -441,10 +451,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   if (sizes.totalBatchSize % tokensPerFwdBwd !== 0) throw new Error(`TOTAL_BATCH_SIZE ${sizes.totalBatchSize} is not a multiple of ${tokensPerFwdBwd} tokens per micro-batch`);
   const gradAccumSteps = sizes.totalBatchSize / tokensPerFwdBwd;
 
-  const optimizer = model.setupOptimizer({
-    unembeddingLr: UNEMBEDDING_LR, embeddingLr: EMBEDDING_LR, scalarLr: SCALAR_LR,
-    adamBetas: ADAM_BETAS, matrixLr: MATRIX_LR, weightDecay: WEIGHT_DECAY,
-  });
+  const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
 
   const trainLoader = makeDataloader(rt, tokenizer, sizes.deviceBatchSize, sizes.seqLen, 'train');
   let batch = await trainLoader.next(); // prefetch first batch
@@ -562,8 +569,9 @@ if (isMain(import.meta.url)) {
     await train();
     process.exit(0);
   } catch (e) {
-    if (e instanceof GpuOutOfMemoryError) console.error(`\n${e.message}`);
-    else console.error(`\n${(e as Error).stack ?? e}`);
+    // our errors say what to do; a stack trace only helps with programming errors (TypeError, …)
+    const plain = e instanceof GpuOutOfMemoryError || (e instanceof Error && e.constructor === Error);
+    console.error(`\n${plain ? (e as Error).message : ((e as Error).stack ?? e)}`);
     process.exit(1);
   }
 }

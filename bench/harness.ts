@@ -23,6 +23,33 @@ export interface BenchCase {
   run: () => void;
   /** Frees what the case allocated. */
   dispose?: () => void;
+  /** Allocates the case's inputs just before it is timed, so cases a filter leaves out cost nothing. */
+  setup?: () => void | Promise<void>;
+  /** Times the case itself instead of `timeRun` (whole training steps: wall clock, extras, breakdown). */
+  measure?: (o: TimingOptions) => Promise<Measured>;
+  /** Why this case cannot run on this adapter (e.g. no shader-f16): listed as skipped, never timed. */
+  skip?: string;
+}
+
+/** One part of a case's time (a kernel family, or host time) and its share of the whole. */
+export interface BreakdownRow {
+  part: string;
+  ms: number;
+  percent: number;
+  dispatches?: number;
+}
+
+/** What a custom `measure` returns: the timing plus anything the table cannot show. */
+export interface Measured {
+  ms: number;
+  minMs: number;
+  method: BenchResult['method'];
+  repeats: number;
+  /** Further named numbers (tokens/s, MFU, …), printed under the table and kept in the JSON. */
+  extra?: Record<string, number | string>;
+  breakdown?: BreakdownRow[];
+  /** What the numbers do not cover, e.g. why there is no breakdown. */
+  note?: string;
 }
 
 export interface BenchSuite {
@@ -42,6 +69,9 @@ export interface BenchResult {
   gbps?: number;
   /** Percent of the adapter's datasheet peak (FLOP/s or bandwidth), when known. */
   peakPercent?: number;
+  extra?: Record<string, number | string>;
+  breakdown?: BreakdownRow[];
+  note?: string;
 }
 
 export interface TimingOptions {
@@ -51,7 +81,8 @@ export interface TimingOptions {
   wallclock?: boolean;
 }
 
-function median(xs: number[]): number {
+/** The median of samples (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
@@ -87,9 +118,11 @@ export async function timeRun(rt: Runtime, run: () => void, o: TimingOptions = {
   return { ms: median(samples), minMs: Math.min(...samples), method: 'wallclock', repeats };
 }
 
-/** Times one case and derives rates and the fraction of peak. */
+/** Sets a case up, times it (its own `measure`, else `timeRun`) and derives rates and the fraction of peak. */
 export async function benchCase(rt: Runtime, family: string, c: BenchCase, o: TimingOptions = {}): Promise<BenchResult> {
-  const t = await timeRun(rt, c.run, o);
+  if (c.skip) throw new Error(`${family} ${c.name}: skipped (${c.skip}); the runner lists skipped cases instead of timing them`);
+  await c.setup?.();
+  const t = c.measure ? await c.measure(o) : await timeRun(rt, c.run, o);
   const r: BenchResult = { family, name: c.name, ...t };
   const seconds = t.ms / 1000;
   if (c.flops) {
@@ -119,4 +152,23 @@ export function formatTable(results: BenchResult[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** A case's breakdown as a fixed-width table (part, ms, share, dispatches). */
+export function formatBreakdown(r: BenchResult): string {
+  const rows = (r.breakdown ?? []).map((b) => [b.part, b.ms.toFixed(3), b.percent.toFixed(1), b.dispatches !== undefined ? String(b.dispatches) : '']);
+  const header = ['part', 'ms', '% of case', 'dispatches'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [`${r.name}: time by part`, line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** A case's extra numbers and note as `key: value` lines. */
+export function formatExtra(r: BenchResult): string {
+  const entries = Object.entries(r.extra ?? {});
+  const width = Math.max(0, ...entries.map(([k]) => k.length));
+  const value = (v: number | string) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toPrecision(6)) : v);
+  const lines = entries.map(([k, v]) => `  ${(k + ':').padEnd(width + 1)} ${value(v)}`);
+  if (r.note) lines.push(`  note: ${r.note}`);
+  return [`${r.name}:`, ...lines].join('\n');
 }
