@@ -677,22 +677,24 @@ function writeResult(valBpb: number, peakVramMb: number, fdOption: number | null
 // Main
 // ---------------------------------------------------------------------------------------------
 
-const USAGE = `Usage: npx tsx prepare.ts [--dataset embedded|climbmix|tinystories] [--num-shards N] [--download-workers N]
+const USAGE = `Usage: npx tsx prepare.ts [--dataset embedded|climbmix|tinystories] [--num-shards N] [--download-workers N] [--if-missing]
 
   --dataset           embedded (default; bundled with npm ci, no network), climbmix (the reference's
                       data from the Hugging Face hub), tinystories (small-machine corpus)
   --num-shards N      climbmix training shards to download (default 10, -1 = all); the validation
                       shard 06542 is always pinned
-  --download-workers  parallel downloads (default 8)`;
+  --download-workers  parallel downloads (default 8)
+  --if-missing        do nothing if a tokenizer is already prepared (npm run train uses this)`;
 
 export interface CliArgs {
   dataset: Dataset;
   numShards: number;
   downloadWorkers: number;
+  ifMissing: boolean;
 }
 
 export function parseArgs(argv: readonly string[]): CliArgs {
-  const args: CliArgs = { dataset: 'embedded', numShards: 10, downloadWorkers: 8 };
+  const args: CliArgs = { dataset: 'embedded', numShards: 10, downloadWorkers: 8, ifMissing: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split('=', 2);
     const value = () => {
@@ -712,6 +714,7 @@ export function parseArgs(argv: readonly string[]): CliArgs {
       const n = int(value());
       args.numShards = n === -1 ? CLIMBMIX_MAX_SHARD : n;
     } else if (flag === '--download-workers') args.downloadWorkers = Math.max(1, int(value()));
+    else if (flag === '--if-missing') args.ifMissing = true;
     else if (flag === '--help' || flag === '-h') throw Object.assign(new Error(USAGE), { usage: true });
     else throw new Error(`unknown argument '${argv[i]}'\n\n${USAGE}`);
   }
@@ -730,6 +733,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     return;
   }
   const args = parseArgs(argv);
+  if (args.ifMissing && existsSync(join(tokenizerDir(), 'tokenizer.json'))) return; // already prepared
+  if (args.ifMissing) console.log('No prepared data yet: preparing it first.');
   console.log(`Cache directory: ${cacheDir()}`);
   console.log();
 

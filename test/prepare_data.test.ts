@@ -215,8 +215,9 @@ describe('tokenizer training from a dataset directory', () => {
 
 describe('CLI', () => {
   it('parses the reference flags', () => {
-    expect(parseArgs([])).toEqual({ dataset: 'embedded', numShards: 10, downloadWorkers: 8 });
-    expect(parseArgs(['--dataset', 'climbmix', '--num-shards', '-1', '--download-workers=3'])).toEqual({ dataset: 'climbmix', numShards: 6542, downloadWorkers: 3 });
+    expect(parseArgs([])).toEqual({ dataset: 'embedded', numShards: 10, downloadWorkers: 8, ifMissing: false });
+    expect(parseArgs(['--dataset', 'climbmix', '--num-shards', '-1', '--download-workers=3'])).toEqual({ dataset: 'climbmix', numShards: 6542, downloadWorkers: 3, ifMissing: false });
+    expect(parseArgs(['--if-missing']).ifMissing).toBe(true);
     expect(() => parseArgs(['--dataset', 'wikipedia'])).toThrow(/unknown dataset/);
     expect(() => parseArgs(['--num-shards', 'ten'])).toThrow(/integer/);
     expect(() => parseArgs(['--frobnicate'])).toThrow(/unknown argument/);

@@ -116,3 +116,19 @@ describe('wgsl preprocessing', () => {
     expect(() => reflect('struct Params { v: vec2f }\n@group(1) @binding(0) var<uniform> params: Params;')).toThrow(/4-byte scalars/);
   });
 });
+
+describe.skipIf(!rt)('failure modes', () => {
+  it('a tensor beyond the adapter limit says to lower DEVICE_BATCH_SIZE', () => {
+    const tooBig = rt.pool.maxBufferSize / 4 + 1024;
+    expect(() => rt.empty([tooBig])).toThrow(/DEVICE_BATCH_SIZE/);
+  });
+
+  it('a lost device turns reads and syncs into errors, never a hang', async () => {
+    const { Runtime } = await import('../../src/gpu/runtime.ts');
+    const own = await Runtime.create(); // its own device, so the shared one stays usable
+    const t = own.fromArray([1, 2, 3], [3]);
+    own.device.destroy();
+    await expect(own.read(t)).rejects.toThrow(/device lost|destroyed|GPU/i);
+    await expect(own.sync()).rejects.toThrow(/device lost/i);
+  });
+});
