@@ -232,7 +232,8 @@ describe('CLI', () => {
 
   it('npm run prepare (embedded): builds data and tokenizer, then a second run does nothing; install-time run is one line', async () => {
     const cache = join(tmp, 'cli-cache');
-    const first = await runTsx('prepare.ts', [], { AUTORESEARCH_CACHE: cache });
+    const first = await runTsx('prepare.ts', ['--if-missing'], { AUTORESEARCH_CACHE: cache }); // nothing there yet: prepares
+    expect(first.out).toContain('No prepared data yet');
     expect(first.out).toContain('Done! Ready to train.');
     expect(first.code).toBe(0);
     expect(first.out).toMatch(/Tokenizer: trained in/);
@@ -241,6 +242,10 @@ describe('CLI', () => {
     expect(tok.dataset).toBe('embedded');
     const second = await runTsx('prepare.ts', [], { AUTORESEARCH_CACHE: cache });
     expect(second.out).toMatch(/embedded corpus already prepared/);
+    // npm run train's first half: silent when prepared, prepares the default corpus when not
+    const ready = await runTsx('prepare.ts', ['--if-missing'], { AUTORESEARCH_CACHE: cache });
+    expect(ready.code).toBe(0);
+    expect(ready.out.split('\n').filter((l) => l.trim() && !/nodedir|Warning/.test(l))).toEqual([]);
     expect(second.out).toMatch(/Tokenizer: already trained on embedded/);
     const install = await runTsx('prepare.ts', [], { AUTORESEARCH_CACHE: join(tmp, 'never'), npm_lifecycle_event: 'prepare', npm_command: 'ci' });
     expect(install.code).toBe(0);
