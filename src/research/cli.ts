@@ -1,0 +1,152 @@
+/**
+ * @file `npm run research -- --tag <tag> [options]`: parse the command line, run the research
+ * driver, and turn Ctrl-C into a clean stop (first press: finish the current experiment; second:
+ * abandon it and reset; third: exit at once). Errors a person can fix print one message, no stack.
+ */
+import { parseArgs } from 'node:util';
+import { DEFAULT_MODEL, FatalApiError } from './agent.ts';
+import { DEFAULTS, ResearchDriver, ResearchError, type ResearchOptions } from './driver.ts';
+import { defaultCacheDir } from './preflight.ts';
+import { parseUsdPerMtok } from './pricing.ts';
+import { isMain } from '../util/main.ts';
+
+export const USAGE = `Usage: npm run research -- --tag <tag> [options]
+
+Runs the autonomous research loop on branch autoresearch/<tag>: baseline (twice, for the noise
+floor), then experiments proposed by Claude, each committed, trained for TIME_BUDGET, kept if
+val_bpb improves, reset otherwise. Needs ANTHROPIC_API_KEY and prepared data (npm run prepare).
+
+  --tag <tag>               run name, e.g. nov22 (required)
+  --resume                  continue autoresearch/<tag> after any interruption
+  --model <id>              Claude model (default ${DEFAULT_MODEL})
+  --max-experiments <n>     stop after n experiments in total on this tag
+  --hours <h>               start no new experiment after h hours
+  --max-usd <x>             stop once the API cost of this tag reaches x USD
+  --usd-per-mtok <in,out>   price a model the built-in table lacks (USD per million tokens)
+  --fix-attempts <n>        repairs offered after a crash (default ${DEFAULTS.fixAttempts})
+  --proposal-retries <n>    rejected proposals answered per experiment (default ${DEFAULTS.proposalRetries})
+  --train-command <cmd>     training command (default "${DEFAULTS.trainCommand}"; it must pass
+                            descriptor 3 down to train.ts, which npx and the tsx CLI do not)
+  --time-budget <s>         TIME_BUDGET in seconds (default: read from prepare.ts)
+  --startup-allowance <s>   added to 2 × TIME_BUDGET for the hard kill (default ${DEFAULTS.startupAllowanceS})
+  --noise-floor <bpb>       use this noise floor instead of a second baseline run
+  --max-tokens <n>          max_tokens per request (default ${DEFAULTS.maxTokens})
+  --effort <level>          low | medium | high | xhigh | max (default: the model's)
+  --recent-diffs <n>        diffs of recent experiments shown to the model (default ${DEFAULTS.recentDiffs})
+  --repo <dir>              repository root (default: the current directory)
+  --no-data-check           skip the check for prepared data and tokenizer
+  --no-charts               do not refresh progress.svg / progress.png
+  -h, --help                this text
+
+Ctrl-C once: finish the current experiment, then stop. Twice: abandon it (reset) and stop.
+Results: results.tsv (as the reference), research.jsonl (everything else), progress.svg/png.`;
+
+function num(name: string, v: string | undefined, opts: { int?: boolean; min?: number } = {}): number | null {
+  if (v === undefined) return null;
+  const x = Number(v);
+  if (!Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min)) {
+    throw new ResearchError(`--${name} expects ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}, got '${v}'`);
+  }
+  return x;
+}
+
+const EFFORTS = ['low', 'medium', 'high', 'xhigh', 'max'] as const;
+
+/** Parse argv (without node and script) into driver options; null means --help was asked. */
+export function parseResearchArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ResearchOptions | null {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        tag: { type: 'string' }, resume: { type: 'boolean' }, model: { type: 'string' },
+        'max-experiments': { type: 'string' }, hours: { type: 'string' }, 'max-usd': { type: 'string' }, 'usd-per-mtok': { type: 'string' },
+        'fix-attempts': { type: 'string' }, 'proposal-retries': { type: 'string' }, 'train-command': { type: 'string' },
+        'time-budget': { type: 'string' }, 'startup-allowance': { type: 'string' }, 'noise-floor': { type: 'string' },
+        'max-tokens': { type: 'string' }, effort: { type: 'string' }, 'recent-diffs': { type: 'string' }, repo: { type: 'string' },
+        'no-data-check': { type: 'boolean' }, 'no-charts': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new ResearchError(`${(e as Error).message}\n\n${USAGE}`);
+  }
+  const v = parsed.values;
+  if (v.help) return null;
+  if (!v.tag) throw new ResearchError(`--tag is required (e.g. --tag nov22)\n\n${USAGE}`);
+  const effort = v.effort ?? null;
+  if (effort !== null && !(EFFORTS as readonly string[]).includes(effort)) throw new ResearchError(`--effort must be one of ${EFFORTS.join(', ')}`);
+  return {
+    repoDir: v.repo ?? process.cwd(),
+    tag: v.tag,
+    resume: Boolean(v.resume),
+    model: v.model ?? DEFAULT_MODEL,
+    maxExperiments: num('max-experiments', v['max-experiments'], { int: true, min: 0 }),
+    hours: num('hours', v.hours, { min: 0 }),
+    maxUsd: num('max-usd', v['max-usd'], { min: 0 }),
+    usdPerMtok: v['usd-per-mtok'] ? parseUsdPerMtok(v['usd-per-mtok']) : null,
+    fixAttempts: num('fix-attempts', v['fix-attempts'], { int: true, min: 0 }) ?? DEFAULTS.fixAttempts,
+    proposalRetries: num('proposal-retries', v['proposal-retries'], { int: true, min: 0 }) ?? DEFAULTS.proposalRetries,
+    maxConsecutiveInvalid: DEFAULTS.maxConsecutiveInvalid,
+    trainCommand: v['train-command'] ?? DEFAULTS.trainCommand,
+    timeBudgetS: num('time-budget', v['time-budget'], { min: 0 }),
+    startupAllowanceS: num('startup-allowance', v['startup-allowance'], { min: 0 }) ?? DEFAULTS.startupAllowanceS,
+    noiseFloor: num('noise-floor', v['noise-floor'], { min: 0 }),
+    maxTokens: num('max-tokens', v['max-tokens'], { int: true, min: 1 }) ?? DEFAULTS.maxTokens,
+    effort: effort as ResearchOptions['effort'],
+    recentDiffs: num('recent-diffs', v['recent-diffs'], { int: true, min: 0 }) ?? DEFAULTS.recentDiffs,
+    cacheDir: v['no-data-check'] ? null : defaultCacheDir(env),
+    apiMaxRetries: DEFAULTS.apiMaxRetries,
+    backoffInitialMs: DEFAULTS.backoffInitialMs,
+    backoffMaxMs: DEFAULTS.backoffMaxMs,
+    charts: !v['no-charts'],
+  };
+}
+
+/** The command: returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let driver: ResearchDriver;
+  try {
+    const opts = parseResearchArgs(argv);
+    if (!opts) {
+      console.log(USAGE);
+      return 0;
+    }
+    driver = new ResearchDriver(opts);
+  } catch (e) {
+    console.error(`research: ${(e as Error).message}`);
+    return 2;
+  }
+  let presses = 0;
+  const onSigint = () => {
+    presses++;
+    if (presses === 1) {
+      driver.requestStop();
+      driver.out.line('Ctrl-C: finishing the current experiment, then stopping (Ctrl-C again to abandon it now)');
+    } else if (presses === 2) {
+      driver.abandon();
+      driver.out.line('Ctrl-C: abandoning the current experiment (reset to where it started)');
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', () => driver.abandon());
+  try {
+    await driver.run();
+    return 0;
+  } catch (e) {
+    if (e instanceof ResearchError || e instanceof FatalApiError) {
+      console.error(`research: ${e.message}`);
+      return 1;
+    }
+    console.error(e);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+if (isMain(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,100 @@
+/**
+ * The command line: argument parsing, and Ctrl-C on the real CLI process (once: the current
+ * experiment finishes and the process exits 0; twice: it is abandoned and reset).
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseResearchArgs } from '../../src/research/cli.ts';
+import { DEFAULTS } from '../../src/research/driver.ts';
+import { readRecords, readResults, type StartRecord } from '../../src/research/results.ts';
+import { alive, FakeMessagesApi, git, makeProject, proposal, read, removeProject, startCli, waitFor } from './helpers.ts';
+
+describe('parseResearchArgs', () => {
+  it('fills in defaults', () => {
+    const o = parseResearchArgs(['--tag', 'nov22'], { AUTORESEARCH_CACHE: '/data/cache' })!;
+    expect(o).toMatchObject({
+      tag: 'nov22', resume: false, model: 'claude-sonnet-5-5', maxExperiments: null, hours: null, maxUsd: null, usdPerMtok: null,
+      fixAttempts: 1, proposalRetries: 3, trainCommand: 'node --import tsx train.ts', timeBudgetS: null, startupAllowanceS: DEFAULTS.startupAllowanceS,
+      noiseFloor: null, effort: null, cacheDir: '/data/cache', charts: true, repoDir: process.cwd(),
+    });
+  });
+
+  it('reads every option', () => {
+    const o = parseResearchArgs([
+      '--tag', 't1', '--resume', '--model', 'claude-opus-5-5', '--max-experiments', '50', '--hours', '7.5', '--max-usd', '20',
+      '--usd-per-mtok', '3,15', '--fix-attempts', '2', '--proposal-retries', '5', '--train-command', 'node train.mjs',
+      '--time-budget', '60', '--startup-allowance', '30', '--noise-floor', '0.0007', '--max-tokens', '8000', '--effort', 'high',
+      '--recent-diffs', '3', '--repo', '/tmp/x', '--no-data-check', '--no-charts',
+    ])!;
+    expect(o).toMatchObject({
+      tag: 't1', resume: true, model: 'claude-opus-5-5', maxExperiments: 50, hours: 7.5, maxUsd: 20, usdPerMtok: [3, 15], fixAttempts: 2,
+      proposalRetries: 5, trainCommand: 'node train.mjs', timeBudgetS: 60, startupAllowanceS: 30, noiseFloor: 0.0007, maxTokens: 8000,
+      effort: 'high', recentDiffs: 3, repoDir: '/tmp/x', cacheDir: null, charts: false,
+    });
+    expect(parseResearchArgs(['--help'])).toBeNull();
+  });
+
+  it.each([
+    [[], /--tag is required/],
+    [['--tag', 'x', '--max-experiments', 'many'], /--max-experiments expects an integer/],
+    [['--tag', 'x', '--hours=-1'], /--hours expects a number ≥ 0/],
+    [['--tag', 'x', '--effort', 'huge'], /--effort must be one of low, medium, high, xhigh, max/],
+    [['--tag', 'x', '--usd-per-mtok', 'cheap'], /--usd-per-mtok expects "input,output"/],
+    [['--tag', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+  ])('rejects %j', (argv, why) => {
+    expect(() => parseResearchArgs(argv as string[])).toThrow(why);
+  });
+});
+
+describe('Ctrl-C on the CLI', () => {
+  let api: FakeMessagesApi;
+  const dirs: string[] = [];
+  beforeAll(async () => {
+    api = await FakeMessagesApi.start();
+  });
+  afterAll(async () => {
+    await api.close();
+    for (const d of dirs) removeProject(d);
+  });
+
+  async function startAndWaitForTraining(sleepS: number) {
+    const dir = makeProject();
+    dirs.push(dir);
+    api.script(proposal('slow experiment', [['const SLEEP_S = 0;', `const SLEEP_S = ${sleepS};`], ['const MATRIX_LR = 0.04;', 'const MATRIX_LR = 0.05;']]));
+    const cli = startCli(dir, api, []);
+    const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
+    await waitFor('experiment 1 to start training', () => {
+      try {
+        return readRecords(join(dir, 'research.jsonl')).find((r): r is StartRecord => r.type === 'start' && r.experiment === 1 && r.pid !== null);
+      } catch {
+        return null;
+      }
+    });
+    return { dir, cli, exited };
+  }
+
+  it('once: finishes the experiment, records it, exits 0', async () => {
+    const { dir, cli, exited } = await startAndWaitForTraining(2);
+    cli.kill('SIGINT');
+    const code = await exited;
+    expect(code, cli.output()).toBe(0);
+    expect(cli.output()).toContain('Ctrl-C: finishing the current experiment, then stopping');
+    expect(cli.output()).toMatch(/stopped: stop requested\. 1 experiments/);
+    expect(readResults(join(dir, 'results.tsv')).map((r) => [r.status, r.description])).toEqual([['keep', 'baseline'], ['keep', 'slow experiment']]);
+  }, 90_000);
+
+  it('twice: abandons the experiment and resets', async () => {
+    const { dir, cli, exited } = await startAndWaitForTraining(60);
+    const trainPid = Number(read(dir, '.fake-train-started'));
+    cli.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 200));
+    cli.kill('SIGINT');
+    const code = await exited;
+    expect(code, cli.output()).toBe(0);
+    expect(cli.output()).toContain('Ctrl-C: abandoning the current experiment');
+    expect(readResults(join(dir, 'results.tsv'))).toHaveLength(1);
+    expect(git(dir, 'rev-parse', 'HEAD')).toBe(git(dir, 'rev-parse', 'main'));
+    expect(git(dir, 'rev-parse', '--verify', 'refs/autoresearch/test/0001-abandoned')).toMatch(/^[0-9a-f]{40}$/);
+    await waitFor('the training job to stop', () => !alive(trainPid), 10_000);
+  }, 90_000);
+});
