@@ -595,6 +595,13 @@ async function checkCausality(rt: Runtime, logitsFn: LogitsFn, inputs: Tensor, i
  */
 export async function evaluateBpb(rt: Runtime, logitsFn: LogitsFn, tokenizer: Tokenizer, batchSize: number, o: EvaluateOptions = {}): Promise<number> {
   const log = o.log ?? console.log;
+  if (process.env.AUTORESEARCH_RESULT_FD) {
+    // a research run: what is scored is fixed, and the tokenizer (merges, token bytes) comes from
+    // disk as in the reference, not from the object train.ts hands over
+    const fixed = (['seqLen', 'evalTokens', 'dataDir', 'resultFd', 'causalTolerance'] as const).filter((k) => o[k] !== undefined);
+    if (fixed.length) throw new Error(`evaluateBpb: ${fixed.join(', ')} cannot be set during research runs (the metric is fixed)`);
+    tokenizer = Tokenizer.load();
+  }
   const T = o.seqLen ?? MAX_SEQ_LEN;
   const V = tokenizer.vocabSize;
   const evalTokens = o.evalTokens ?? (rt.gpu.info.software ? SOFTWARE_EVAL_TOKENS : EVAL_TOKENS);

@@ -2,7 +2,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CausalityError, evaluateBpb, type LogitsFn, splitParts } from '../prepare.ts';
+import { CausalityError, evaluateBpb, type LogitsFn, splitParts, Tokenizer } from '../prepare.ts';
 import { BatchStream } from '../src/data/loader.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
@@ -180,12 +180,11 @@ describe.skipIf(!rt)('evaluateBpb', () => {
     expect(bpb1).toBeCloseTo(n / (Math.LN2 * b), 5);
   });
 
-  it('writes {"val_bpb", "peak_vram_mb"} to AUTORESEARCH_RESULT_FD', async () => {
+  it('writes {"val_bpb", "peak_vram_mb"} to the result descriptor', async () => {
     const path = join(tmp, 'result.jsonl');
     const fd = openSync(path, 'w');
-    process.env.AUTORESEARCH_RESULT_FD = String(fd);
     try {
-      const bpb = await evaluateBpb(rt, toyModel(table, V, 0), tok, 2, { seqLen: T, dataDir: ds.dir, evalTokens: 4 * T, log: () => {} });
+      const bpb = await evaluateBpb(rt, toyModel(table, V, 0), tok, 2, { ...opts, evalTokens: 4 * T, resultFd: fd });
       closeSync(fd);
       const lines = readFileSync(path, 'utf8').trim().split('\n');
       expect(lines).toHaveLength(1);
@@ -194,8 +193,41 @@ describe.skipIf(!rt)('evaluateBpb', () => {
       expect(r.val_bpb).toBe(bpb);
       expect(r.peak_vram_mb).toBeCloseTo(rt.pool.peakBytesInUse / 1024 / 1024, 6);
       expect(r.peak_vram_mb).toBeGreaterThan(0);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  });
+
+  it('in a research run (AUTORESEARCH_RESULT_FD set) fixes the metric: no options, token bytes from disk', async () => {
+    // a cache with a dataset big enough for full MAX_SEQ_LEN rows, and its tokenizer saved
+    const cache = join(tmp, 'research-cache');
+    const big = makeTinyDataset(join(cache, 'data', 'tiny'), { trainDocs: 20, valDocs: 400, maxWords: 40 });
+    big.tokenizer.save(join(cache, 'tokenizer'));
+    const Vb = big.tokenizer.vocabSize;
+    const tableB = rt.keep(rt.fromArray(rng.uniformArray(Vb * Vb, -3, 3), [Vb, Vb]));
+    const path = join(tmp, 'research-result.jsonl');
+    const fd = openSync(path, 'w');
+    const saved = process.env.AUTORESEARCH_CACHE;
+    process.env.AUTORESEARCH_CACHE = cache;
+    process.env.AUTORESEARCH_RESULT_FD = String(fd);
+    try {
+      const model = toyModel(tableB, Vb, 0);
+      await expect(evaluateBpb(rt, model, big.tokenizer, 2, { evalTokens: 4 * T })).rejects.toThrow(/evalTokens cannot be set during research runs/);
+      await expect(evaluateBpb(rt, model, big.tokenizer, 2, { dataDir: ds.dir })).rejects.toThrow(/dataDir cannot be set/);
+      const honest = await evaluateBpb(rt, model, big.tokenizer, 2, { log: () => {} });
+      // train.ts holds the tokenizer object: inflating its byte counts must not lower the score
+      const tampered = new Tokenizer(big.tokenizer.merges as [number, number][], { dataset: 'tiny' });
+      tampered.tokenBytes.fill(1000);
+      const gamed = await evaluateBpb(rt, model, tampered, 2, { log: () => {} });
+      expect(gamed).toBe(honest);
+      expect(readFileSync(path, 'utf8').trim().split('\n')).toHaveLength(2);
     } finally {
+      closeSync(fd);
       delete process.env.AUTORESEARCH_RESULT_FD;
+      if (saved === undefined) delete process.env.AUTORESEARCH_CACHE;
+      else process.env.AUTORESEARCH_CACHE = saved;
+      rt.release(tableB);
     }
   });
 

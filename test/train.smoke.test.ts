@@ -36,7 +36,7 @@ describe.skipIf(!rt)('train.ts end to end (tiny config, embedded corpus)', () =>
     expect(tokenizer.vocabSize).toBe(512);
   });
 
-  it('lowers validation bpb clearly below its value at initialisation, and prints a parseable summary', async () => {
+  it('lowers validation bpb clearly below its value at initialisation, and prints a parseable summary', { timeout: 900_000 }, async () => {
     const lines: string[] = [];
     const spy = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void lines.push(args.join(' ')));
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
