@@ -34,6 +34,8 @@ export interface EmbeddingIndex {
   readonly maxChunks: number;
   /** Chunks in use for the current batch (rewritten by each rebuild). */
   numChunks: number;
+  /** CPU arrays reused by every rebuild (no allocation per training step). */
+  readonly host: HostIndex;
 }
 
 /** An upper bound on the chunks of N positions: an id with c > K occurrences makes ceil(c/K) < 2c/K. */
@@ -42,9 +44,19 @@ function chunkCapacity(tokens: number): number {
 }
 
 /** The CSR inverse index of `ids` as host arrays (shared by the GPU index and the tests). */
-export function embeddingIndexHost(ids: Int32Array, vocabSize: number) {
+/** The CPU side of an index; `scratch` (same N and V) is filled in place instead of allocating. */
+export interface HostIndex {
+  offsets: Int32Array;
+  positions: Int32Array;
+  fill: Int32Array;
+  chunkOffsets: Int32Array;
+  chunks: Int32Array;
+  numChunks: number;
+}
+
+export function embeddingIndexHost(ids: Int32Array, vocabSize: number, scratch?: HostIndex): HostIndex {
   const N = ids.length;
-  const offsets = new Int32Array(vocabSize + 1);
+  const offsets = scratch?.offsets.fill(0) ?? new Int32Array(vocabSize + 1);
   for (let n = 0; n < N; n++) {
     const id = ids[n];
     if (!(id >= 0 && id < vocabSize)) {
@@ -54,11 +66,12 @@ export function embeddingIndexHost(ids: Int32Array, vocabSize: number) {
   }
   for (let v = 0; v < vocabSize; v++) offsets[v + 1] += offsets[v];
   // counting sort: scanning n upward keeps positions increasing within each id
-  const positions = new Int32Array(N);
-  const fill = offsets.slice(0, vocabSize);
+  const positions = scratch?.positions ?? new Int32Array(N);
+  const fill = scratch?.fill ?? new Int32Array(vocabSize);
+  fill.set(offsets.subarray(0, vocabSize));
   for (let n = 0; n < N; n++) positions[fill[ids[n]]++] = n;
-  const chunkOffsets = new Int32Array(vocabSize + 1);
-  const chunks = new Int32Array(2 * chunkCapacity(N));
+  const chunkOffsets = scratch?.chunkOffsets ?? new Int32Array(vocabSize + 1);
+  const chunks = scratch?.chunks ?? new Int32Array(2 * chunkCapacity(N));
   let numChunks = 0;
   for (let v = 0; v < vocabSize; v++) {
     const first = offsets[v], last = offsets[v + 1];
@@ -71,21 +84,17 @@ export function embeddingIndexHost(ids: Int32Array, vocabSize: number) {
     }
     chunkOffsets[v + 1] = numChunks;
   }
-  return { offsets, positions, chunkOffsets, chunks, numChunks };
+  const host = scratch ?? { offsets, positions, fill, chunkOffsets, chunks, numChunks };
+  host.numChunks = numChunks;
+  return host;
 }
-
-/**
- * Builds the inverse index of `idsHost` (N token ids, each in [0, vocabSize)) and uploads it.
- * Pass `into` (an index built earlier for the same N and V) to rewrite its tensors instead of
- * allocating: the training loop rebuilds one index per micro-step. Throws on an id out of range.
- */
 export function buildEmbeddingIndex(rt: Runtime, idsHost: Int32Array, vocabSize: number, into?: EmbeddingIndex): EmbeddingIndex {
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new Error(`buildEmbeddingIndex: vocabulary size ${vocabSize}`);
   const N = idsHost.length;
   if (into && (into.vocabSize !== vocabSize || into.tokens !== N)) {
     throw new Error(`buildEmbeddingIndex: into was built for ${into.tokens} tokens and V=${into.vocabSize}, got ${N} tokens and V=${vocabSize}`);
   }
-  const host = embeddingIndexHost(idsHost, vocabSize);
+  const host = embeddingIndexHost(idsHost, vocabSize, into?.host);
   if (into) {
     rt.write(into.offsets, host.offsets);
     if (N) rt.write(into.positions, host.positions);
@@ -104,6 +113,7 @@ export function buildEmbeddingIndex(rt: Runtime, idsHost: Int32Array, vocabSize:
     chunks: rt.keep(rt.fromArray(host.chunks, [maxChunks, 2], 'i32', 'embedding.chunks')),
     maxChunks,
     numChunks: host.numChunks,
+    host,
   };
 }
 
