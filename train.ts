@@ -348,7 +348,7 @@ const FINAL_LR_FRAC = 0.0; // final LR as fraction of initial
 
 // Model size
 const DEPTH = 8; // number of transformer layers
-const DEVICE_BATCH_SIZE = 16; // rows per forward/backward (reference: 128 in bf16; f32 activations need 4× less)
+const DEVICE_BATCH_SIZE = 16; // rows per forward/backward (reference: 128 in bf16; f32 activations are twice the size, and 16 is a cautious start)
 
 // Software adapters (llvmpipe, SwiftShader) run near 1 GFLOP/s: a tiny model so a run ends in minutes
 const SOFTWARE = { DEPTH: 2, ASPECT_RATIO: 32, HEAD_DIM: 32, SEQ_LEN: 256, DEVICE_BATCH_SIZE: 2, TOTAL_BATCH_SIZE: 2 * 256 };
@@ -471,7 +471,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   let totalTrainingTime = 0;
   let step = 0;
   let epoch = batch.epoch;
-  const trainLossHost = rt.keep(rt.zeros([1]));
+  const lastLoss = rt.keep(rt.zeros([1])); // on the GPU until the one read per step
 
   while (opts.maxSteps === undefined || step < opts.maxSteps) {
     const t0 = performance.now();
@@ -479,7 +479,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       buildEmbeddingIndex(rt, batch.inputsHost, vocabSize, embeddingIndex);
       rt.scope(() => {
         const loss = model.forward({ ids: batch.inputs, index: embeddingIndex }, batch.targets);
-        copy(rt, loss, trainLossHost); // the last micro-step's loss is the one reported
+        copy(rt, loss, lastLoss); // the last micro-step's loss is the one reported
         tape.backward(scale(loss, 1 / gradAccumSteps));
       });
       batch = await trainLoader.next();
@@ -501,7 +501,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     optimizer.step();
     optimizer.zeroGrad();
 
-    const trainLoss = await rt.item(trainLossHost); // the one sync per step, as in the reference
+    const trainLoss = await rt.item(lastLoss); // the one sync per step, as in the reference
 
     // Fast fail: abort if loss is exploding or NaN
     if (Number.isNaN(trainLoss) || trainLoss > 100) {
