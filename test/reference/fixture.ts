@@ -20,34 +20,17 @@ import {
   refParamSpecs,
   refWindowSizes,
 } from './model.ts';
-import { decodeF32 as decodePacked, encodeF32, type PackedF32 } from '../../src/fixture.ts';
+import { decodeF32 as decodePacked, encodeF32, type Fixture, type PackedF32 } from '../../src/fixture.ts';
 
 export type { PackedF32 } from '../../src/fixture.ts';
 export { decodeF32 as decodePacked, encodeF32 } from '../../src/fixture.ts';
 
-/** The fixture JSON (fixtures/README.md). */
-export interface FixtureJson {
+/** The fixture JSON (fixtures/README.md) as this generator writes it: every field present. */
+export interface FixtureJson extends Fixture {
   name: string;
   generator: string;
-  config: RefConfig;
-  window_sizes: [number, number][];
-  batch: number;
-  idx: number[];
-  targets: number[];
-  params: Record<string, PackedF32>;
-  expected: {
-    loss: number;
-    per_token_loss: PackedF32;
-    logits: PackedF32;
-    grads: Record<string, PackedF32>;
-    params_after_step: Record<string, PackedF32>;
-  };
-  optimizer: {
-    step: number;
-    muon_momentum: number;
-    setup: OptimizerSetup;
-    param_groups: RefParamGroup[];
-  };
+  expected: Fixture['expected'] & { per_token_loss: PackedF32; logits: PackedF32 };
+  optimizer: Fixture['optimizer'] & { setup: OptimizerSetup };
 }
 
 /** get_muon_momentum(0): the momentum of the first step. */

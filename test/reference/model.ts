@@ -22,17 +22,10 @@ import { rmsNormBwdRef, rmsNormRef } from '../../src/ops/rms_norm.ts';
 import { rotaryBwdRef, rotaryRef, rotaryTablesHost } from '../../src/ops/rotary.ts';
 import { softcapRef, softcapXentRef } from '../../src/ops/softcap_xent.ts';
 import { valueEmbedBwdRef, valueEmbedRef } from '../../src/ops/value_embed.ts';
+import type { FixtureConfig } from '../../src/fixture.ts';
 
 /** The reference's GPTConfig (the fixture's `config`). */
-export interface RefConfig {
-  sequence_len: number;
-  vocab_size: number;
-  n_layer: number;
-  n_head: number;
-  n_kv_head: number;
-  n_embd: number;
-  window_pattern: string;
-}
+export type RefConfig = FixtureConfig;
 
 /** The value-embedding gate reads x[..., :32]. */
 export const VE_GATE_CHANNELS = 32;
