@@ -16,7 +16,6 @@ import {
   refForward,
   refOptimizerStep,
   refParamGroups,
-  type RefParamGroup,
   refParamSpecs,
   refWindowSizes,
 } from './model.ts';
