@@ -549,7 +549,7 @@ function checkLogits(logits: Tensor, rows: number, T: number, V: number): void {
  * Spot-check before scoring: for each row, replace the input tokens from a random position p on
  * and ask again; the logits at positions < p must not change (beyond `tol`).
  */
-async function checkCausality(rt: Runtime, logitsFn: LogitsFn, inputs: Tensor, inputsHost: Int32Array, first: Tensor, rows: number, T: number, V: number, tol: number): Promise<void> {
+async function checkCausality(rt: Runtime, logitsFn: LogitsFn, inputsHost: Int32Array, first: Tensor, rows: number, T: number, V: number, tol: number): Promise<void> {
   if (T < 2) return;
   const probeHost = Int32Array.from(inputsHost);
   const bounds = new Int32Array(rows);
@@ -638,7 +638,7 @@ export async function evaluateBpb(rt: Runtime, logitsFn: LogitsFn, tokenizer: To
         rt.write(y, batch.data.subarray(n * T));
         const logits = logitsFn(x);
         checkLogits(logits, n, T, V);
-        if (chunks === 0) await checkCausality(rt, logitsFn, x, inputsHost, logits, n, T, V, o.causalTolerance ?? 1e-3);
+        if (chunks === 0) await checkCausality(rt, logitsFn, inputsHost, logits, n, T, V, o.causalTolerance ?? 1e-3);
         tokenNats(rt, logits, y, tokenBytes, nats, bytes);
         sumChunk(rt, nats, bytes, n * T, chunkNats, chunkBytes, chunks);
         rt.release(logits);

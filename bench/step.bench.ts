@@ -38,14 +38,9 @@ export interface StepConfig {
   steps: number;
 }
 
-/** train.ts's hyperparameters for the default model on a GPU. */
-export const MODEL_STEP: StepConfig = {
-  depth: 8, aspectRatio: 64, headDim: 128, seqLen: 2048, deviceBatchSize: 16, totalBatchSize: 2 ** 19, vocab: VOCAB_SIZE, warmup: 2, steps: 5,
-};
-/** train.ts's SOFTWARE configuration (what a software adapter trains), one timed step. */
-export const SMALL_STEP: StepConfig = {
-  depth: 2, aspectRatio: 32, headDim: 32, seqLen: 256, deviceBatchSize: 2, totalBatchSize: 2 * 256, vocab: VOCAB_SIZE, warmup: 1, steps: 1,
-};
+// the sizes train.ts itself runs at (its hyperparameters, or its SOFTWARE block), so edits to it are measured
+export const MODEL_STEP: StepConfig = { ...runSizes(false), vocab: VOCAB_SIZE, warmup: 2, steps: 5 };
+export const SMALL_STEP: StepConfig = { ...runSizes(true), vocab: VOCAB_SIZE, warmup: 1, steps: 1 };
 
 /** Distinct synthetic micro-batches, cycled (enough that the index and uploads really change). */
 const HOST_BATCHES = 2;

@@ -17,7 +17,7 @@
  * (momentum, second moment, and the work buffers), and `muonStep` only records dispatches.
  */
 import { MAX_GRID, type Runtime } from '../gpu/runtime.ts';
-import type { DType, Tensor } from '../gpu/tensor.ts';
+import type { Tensor } from '../gpu/tensor.ts';
 import { lerpTorch } from './adamw.ts';
 import { copy } from './elementwise.ts';
 import { matmul } from './matmul.ts';

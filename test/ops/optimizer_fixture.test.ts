@@ -9,7 +9,6 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { Runtime } from '../../src/gpu/runtime.ts';
-import type { Tensor } from '../../src/gpu/tensor.ts';
 import { adamwStep, adamwStepRef } from '../../src/ops/adamw.ts';
 import { createMuonState, muonLrScale, muonStep, muonStepRef, releaseMuonState } from '../../src/ops/muon.ts';
 import { testRuntime } from '../setup.ts';
