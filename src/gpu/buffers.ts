@@ -4,6 +4,9 @@
  *
  * Buffers are bucketed by exact size (rounded to 256 bytes): a training step asks for the same
  * sizes every time, so after the first step every request is a hit and nothing is created.
+ * Each bucket hands out its lowest-id free buffer, so which buffer a request gets depends only on
+ * which are free, not on the order they were released in: identical steps get identical buffers,
+ * and the runtime's bind-group cache (keyed by buffer ids) hits every dispatch.
  * Reuse right after release is safe because all work runs in order on one queue.
  */
 
@@ -21,6 +24,7 @@ const ALIGN = 256;
 
 export class BufferPool {
   readonly #device: GPUDevice;
+  /** Free buffers per size, sorted by descending id (the lowest id pops first). */
   readonly #free = new Map<number, Storage[]>();
   #nextId = 1;
   /** Bytes held by live tensors now. */
@@ -69,7 +73,14 @@ export class BufferPool {
     this.bytesInUse -= s.bytes;
     let list = this.#free.get(s.bytes);
     if (!list) this.#free.set(s.bytes, (list = []));
-    list.push(s);
+    // insert keeping descending ids (binary search; buckets hold tens of buffers)
+    let lo = 0, hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].id > s.id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, s);
   }
 
   /** Destroys every free buffer (e.g. between benchmark configs). */

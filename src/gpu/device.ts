@@ -83,7 +83,9 @@ function nativeBackend(): BackendName {
 }
 
 function candidates(choice: string, disabled: Set<string>, icd: string | undefined): Candidate[] {
-  const native: Candidate = { backend: nativeBackend(), flags: [], featureLevel: 'core', hardwareOnly: true };
+  // Vulkan drivers warn on every start without XDG_RUNTIME_DIR (headless machines, CI): give them one
+  const vulkanEnv = process.platform === 'linux' ? { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' } : undefined;
+  const native: Candidate = { backend: nativeBackend(), flags: [], featureLevel: 'core', hardwareOnly: true, env: vulkanEnv };
   const gles: Candidate = {
     backend: 'opengles',
     flags: ['backend=opengles'],
@@ -112,7 +114,7 @@ function candidates(choice: string, disabled: Set<string>, icd: string | undefin
     case 'vulkan':
     case 'metal':
     case 'd3d12':
-      list = [{ backend: choice, flags: [`backend=${choice}`], featureLevel: 'core' }];
+      list = [{ backend: choice, flags: [`backend=${choice}`], featureLevel: 'core', env: choice === 'vulkan' ? vulkanEnv : undefined }];
       break;
     default:
       throw new NoGpuError(`AUTORESEARCH_GPU=${choice} is not one of: auto, ${BACKENDS.join(', ')}`);

@@ -128,6 +128,13 @@ export class Runtime {
     return new Runtime(gpu);
   }
 
+  /** What the runtime has created so far: flat across training steps once the first has run. */
+  stats(): { pipelines: number; bindGroups: number; buffersCreated: number; bytesInUse: number; dispatches: number } {
+    let bindGroups = 0;
+    for (const k of this.#kernels.values()) bindGroups += k.bindGroups.size;
+    return { pipelines: this.#kernels.size, bindGroups, buffersCreated: this.pool.created, bytesInUse: this.pool.bytesInUse, dispatches: this.dispatches };
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Kernels
 
