@@ -6,7 +6,7 @@
  */
 
 import { MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluateBpb, makeDataloader } from './prepare.ts';
-import { add, reshape, scale } from './src/autograd/basic.ts';
+import { add, cast, reshape, scale } from './src/autograd/basic.ts';
 import { attention } from './src/autograd/attention.ts';
 import { linear } from './src/autograd/linear.ts';
 import { lmHeadLogits, lmHeadLoss, residualMix, valueEmbedGate } from './src/autograd/model_ops.ts';
@@ -16,7 +16,7 @@ import { peakFlops } from './src/gpu/peaks.ts';
 import { GpuOutOfMemoryError, Runtime } from './src/gpu/runtime.ts';
 import type { Tensor } from './src/gpu/tensor.ts';
 import { adamwStep } from './src/ops/adamw.ts';
-import { copy } from './src/ops/elementwise.ts';
+import { copy, scaleByScalarInPlace } from './src/ops/elementwise.ts';
 import { buildEmbeddingIndex, type EmbeddingIndex } from './src/ops/embedding.ts';
 import { createMuonState, muonStep, type MuonState } from './src/ops/muon.ts';
 import { rotaryTables } from './src/ops/rotary.ts';
@@ -84,7 +84,8 @@ export class GPT {
   readonly cos: Tensor; // (10·T, D/2) rotary tables
   readonly sin: Tensor;
 
-  constructor(readonly rt: Runtime, readonly config: GPTConfig) {
+  /** dtype: the compute precision (f16: activations and matmul operands; parameters stay f32). */
+  constructor(readonly rt: Runtime, readonly config: GPTConfig, readonly dtype: 'f32' | 'f16' = 'f32') {
     const { n_embd: C, n_head: H, n_kv_head: Hkv, vocab_size: V, n_layer: L } = config;
     if (C % H !== 0) throw new Error(`n_embd ${C} is not a multiple of n_head ${H}`);
     if (H % Hkv !== 0 || Hkv > H) throw new Error(`n_kv_head ${Hkv} must divide n_head ${H}`);
@@ -153,7 +154,7 @@ export class GPT {
     if (T > this.cos.dim(0)) throw new Error(`sequence of ${T} tokens exceeds the rotary table (${this.cos.dim(0)})`);
     const cos = this.rt.view(this.cos, [T, D / 2]);
     const sin = this.rt.view(this.sin, [T, D / 2]);
-    let x = rmsNorm(embedding(this.wte, tokens.ids, tokens.index)); // (B, T, C)
+    let x = rmsNorm(embedding(cast(this.wte, this.dtype), tokens.ids, tokens.index)); // (B, T, C)
     const x0 = x;
     for (let i = 0; i < this.blocks.length; i++) {
       const blk = this.blocks[i];
@@ -166,7 +167,7 @@ export class GPT {
       const veTable = this.valueEmbeds.get(i);
       if (veTable && blk.veGate) {
         // value residual (ResFormer): v += 2·sigmoid(gate(x[..., :32]))·ve
-        const ve = reshape(embedding(veTable, tokens.ids, tokens.index), [B, T, Hkv, D]);
+        const ve = reshape(embedding(cast(veTable, this.dtype), tokens.ids, tokens.index), [B, T, Hkv, D]);
         const gate = linear(xn, blk.veGate, { inFeatures: VE_GATE_CHANNELS }); // (B, T, Hkv)
         v = valueEmbedGate(v, ve, gate);
       }
@@ -183,7 +184,9 @@ export class GPT {
   /** Cross-entropy of the softcapped logits against targets (B, T), −1 = ignore: the mean, or per token. */
   forward(tokens: TokenBatch, targets: Tensor, reduction: 'mean' | 'none' = 'mean'): Tensor {
     const flatTargets = this.rt.reshape(targets, [targets.size]);
-    const { loss, perToken } = lmHeadLoss(this.hidden(tokens), this.lmHead, flatTargets, { softcap: SOFTCAP });
+    // logits, softmax and loss in f32 (the reference's logits.float()); measured on the smoke config:
+    // f16 logits put the 40-step loss curve 1.1% off f32, f32 logits 0.27%
+    const { loss, perToken } = lmHeadLoss(cast(this.hidden(tokens), 'f32'), this.lmHead, flatTargets, { softcap: SOFTCAP });
     return reduction === 'mean' ? loss : perToken;
   }
 
@@ -191,7 +194,7 @@ export class GPT {
   logits(ids: Tensor): Tensor {
     const [B, T] = ids.shape;
     return ctx().noGrad(() => {
-      const logits = lmHeadLogits(this.hidden({ ids, index: null }), this.lmHead, SOFTCAP);
+      const logits = lmHeadLogits(cast(this.hidden({ ids, index: null }), 'f32'), this.lmHead, SOFTCAP);
       return this.rt.reshape(logits, [B, T, this.config.vocab_size]);
     });
   }
@@ -346,6 +349,11 @@ const WARMUP_RATIO = 0.0; // fraction of time budget for LR warmup
 const WARMDOWN_RATIO = 0.5; // fraction of time budget for LR warmdown
 const FINAL_LR_FRAC = 0.0; // final LR as fraction of initial
 
+// Precision (the reference's autocast): 'f16' computes in f16 (matmul operands and stored activations;
+// f32 accumulation, master weights, optimizer state, norm/softmax statistics and the loss);
+// 'auto' = f16 where the adapter has shader-f16, else 'f32'.
+const PRECISION: 'auto' | 'f16' | 'f32' = 'auto';
+
 // Model size
 const DEPTH = 8; // number of transformer layers
 const DEVICE_BATCH_SIZE = 16; // rows per forward/backward (reference: 128 in bf16; f32 activations are twice the size, and 16 is a cautious start)
@@ -367,6 +375,12 @@ export function runSizes(software: boolean) {
     deviceBatchSize: software ? SOFTWARE.DEVICE_BATCH_SIZE : DEVICE_BATCH_SIZE,
     totalBatchSize: software ? SOFTWARE.TOTAL_BATCH_SIZE : TOTAL_BATCH_SIZE,
   };
+}
+
+/** The compute dtype PRECISION (or a test's override) asks for on this adapter. */
+export function computeDtype(rt: Runtime, precision: 'auto' | 'f16' | 'f32' = PRECISION): 'f32' | 'f16' {
+  if (precision === 'f16' && !rt.f16) throw new Error(`PRECISION 'f16' needs an adapter with shader-f16; ${rt.gpu.info.name} has none (use 'auto' or 'f32' in train.ts)`);
+  return precision === 'auto' ? (rt.f16 ? 'f16' : 'f32') : precision;
 }
 
 /** setupOptimizer's arguments from the hyperparameters. */
@@ -408,6 +422,8 @@ export interface TrainOptions {
   maxSteps?: number;
   /** Overrides of the model/batch sizes (tests). */
   config?: Partial<{ depth: number; aspectRatio: number; headDim: number; seqLen: number; deviceBatchSize: number; totalBatchSize: number }>;
+  /** Overrides PRECISION (tests). */
+  precision?: 'auto' | 'f16' | 'f32';
 }
 
 export interface TrainSummary {
@@ -437,7 +453,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   const config = buildModelConfig(sizes.depth, vocabSize, sizes);
   console.log(`Model config: ${JSON.stringify(config)}`);
-  const model = new GPT(rt, config);
+  const dtype = computeDtype(rt, opts.precision);
+  console.log(`Precision: ${dtype === 'f16' ? 'f16 compute, f32 master weights' : 'f32'}`);
+  const model = new GPT(rt, config, dtype);
   model.initWeights();
 
   const paramCounts = model.numScalingParams();
@@ -459,7 +477,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   console.log(`Time budget: ${TIME_BUDGET}s`);
   console.log(`Gradient accumulation steps: ${gradAccumSteps}`);
-  const peak = peakFlops(rt.gpu.info, 'f32');
+  const peak = peakFlops(rt.gpu.info, dtype); // MFU against the peak of the precision computed in
   if (!peak) console.log('MFU: peak FLOP/s of this adapter unknown (set AUTORESEARCH_PEAK_TFLOPS); reporting 0');
 
   // ---------------------------------------------------------------------------
@@ -472,6 +490,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   let step = 0;
   let epoch = batch.epoch;
   const lastLoss = rt.keep(rt.zeros([1])); // on the GPU until the one read per step
+  // Loss scaling for f16 gradients: backward runs on loss × tokens per step, so activation gradients
+  // are per-token sized (|dlogits| ≤ 1) instead of ~1e-9 (below f16's smallest subnormal, 6e-8);
+  // weight gradients accumulate in f32 and are unscaled before the optimizer step.
+  const lossScale = dtype === 'f16' ? sizes.totalBatchSize : 1;
+  const invLossScale = rt.keep(rt.fromArray([1 / lossScale], [1]));
 
   while (opts.maxSteps === undefined || step < opts.maxSteps) {
     const t0 = performance.now();
@@ -480,7 +503,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       rt.scope(() => {
         const loss = model.forward({ ids: batch.inputs, index: embeddingIndex }, batch.targets);
         copy(rt, loss, lastLoss); // the last micro-step's loss is the one reported
-        tape.backward(scale(loss, 1 / gradAccumSteps));
+        tape.backward(scale(loss, lossScale / gradAccumSteps));
       });
       batch = await trainLoader.next();
       epoch = batch.epoch;
@@ -498,6 +521,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         group.weightDecay = muonWeightDecay;
       }
     }
+    if (lossScale !== 1) for (const p of model.parameters()) if (p.grad) scaleByScalarInPlace(rt, p.grad, invLossScale);
     optimizer.step();
     optimizer.zeroGrad();
 

@@ -9,6 +9,10 @@
  * below 1e-3 for gradients and parameters after the step; for Muon parameters an element whose
  * difference equals lr'·wd·|p| counts as a cautious-weight-decay mask flip, not an error, while flips
  * stay at most 2% of the tensor.
+ *
+ * `--precision f16` builds the GPT in f16 compute (train.ts's PRECISION = 'f16': f16 activations and
+ * matmul operands, f32 master weights and optimizer) against the same f32 reference, with the
+ * mixed-precision tolerances of TOLERANCE_F16 (src/fixture.ts); f32 verification is unchanged.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -16,8 +20,10 @@ import { GPT, MuonAdamW, type ParamGroup, windowSizes } from '../train.ts';
 import { ctx, useRuntime } from './autograd/tape.ts';
 import { Runtime } from './gpu/runtime.ts';
 import type { Tensor } from './gpu/tensor.ts';
-import { compareAfterStep, decodeF32, type Fixture, relativeError, TOLERANCE } from './fixture.ts';
+import { compareAfterStep, decodeF32, type Fixture, relativeError, TOLERANCE, TOLERANCE_F16 } from './fixture.ts';
+import { scale } from './autograd/basic.ts';
 import { buildEmbeddingIndex } from './ops/embedding.ts';
+import { scaleByScalarInPlace } from './ops/elementwise.ts';
 import { isMain } from './util/main.ts';
 
 export interface CheckRow {
@@ -30,9 +36,9 @@ export interface CheckRow {
 }
 
 /** A row for a parameter after the step; Muon parameters (lrWd > 0) may have mask flips. */
-function stepRow(name: string, got: Float32Array, want: Float32Array, before: Float32Array, lrWd = 0): CheckRow {
-  const c = compareAfterStep(got, want, before, lrWd);
-  return { name, error: c.error, tolerance: TOLERANCE.step, ok: c.ok, flips: lrWd > 0 ? c.flips : undefined, size: c.size };
+function stepRow(name: string, got: Float32Array, want: Float32Array, before: Float32Array, lrWd: number, tol: typeof TOLERANCE): CheckRow {
+  const c = compareAfterStep(got, want, before, lrWd, tol);
+  return { name, error: c.error, tolerance: tol.step, ok: c.ok, flips: lrWd > 0 ? c.flips : undefined, size: c.size };
 }
 
 function row(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tolerance: number): CheckRow {
@@ -41,12 +47,14 @@ function row(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tole
 }
 
 /** Runs every check of a fixture on train.ts's model and optimizer; returns the rows. */
-export async function verifyFixture(rt: Runtime, fx: Fixture): Promise<CheckRow[]> {
+export async function verifyFixture(rt: Runtime, fx: Fixture, precision: 'f32' | 'f16' = 'f32'): Promise<CheckRow[]> {
   useRuntime(rt);
   const tape = ctx();
   const rows: CheckRow[] = [];
   const cfg = fx.config;
-  const model = new GPT(rt, cfg);
+  if (precision === 'f16' && !rt.f16) throw new Error(`--precision f16 needs an adapter with shader-f16; ${rt.gpu.info.name} has none`);
+  const TOL = precision === 'f16' ? TOLERANCE_F16 : TOLERANCE;
+  const model = new GPT(rt, cfg, precision);
 
   // the window sizes the reference computed
   const windows = windowSizes(cfg);
@@ -78,24 +86,30 @@ export async function verifyFixture(rt: Runtime, fx: Fixture): Promise<CheckRow[
 
   // forward: logits and per-token loss (no grad), then the mean loss with backward
   const logits = await rt.scopeAsync(async () => rt.read(model.logits(ids)));
-  rows.push(row('logits', logits, decodeF32(fx.expected.logits), TOLERANCE.forward));
+  rows.push(row('logits', logits, decodeF32(fx.expected.logits), TOL.forward));
   const perToken = await rt.scopeAsync(async () => rt.read(tape.noGrad(() => model.forward({ ids, index: null }, targets, 'none'))));
-  rows.push(row('per_token_loss', perToken, decodeF32(fx.expected.per_token_loss), TOLERANCE.forward));
+  rows.push(row('per_token_loss', perToken, decodeF32(fx.expected.per_token_loss), TOL.forward));
+  // f16 backward runs on the loss scaled to per-token units, as train.ts's loop does (its LOSS_SCALE)
+  const lossScale = precision === 'f16' ? B * T : 1;
   const loss = await rt.scopeAsync(async () => {
     const l = model.forward({ ids, index }, targets);
     const value = await rt.item(l);
-    tape.backward(l);
+    tape.backward(lossScale === 1 ? l : scale(l, lossScale));
+    if (lossScale !== 1) {
+      const inv = rt.fromArray([1 / lossScale], [1]);
+      for (const p of named.values()) if (p.grad) scaleByScalarInPlace(rt, p.grad, inv);
+    }
     return value;
   });
-  rows.push(row('loss', [loss], [fx.expected.loss], TOLERANCE.forward));
+  rows.push(row('loss', [loss], [fx.expected.loss], TOL.forward));
 
   for (const [name, p] of named) {
     const want = decodeF32(fx.expected.grads[name]);
     if (!p.grad) {
-      rows.push({ name: `grad ${name}`, error: Infinity, tolerance: TOLERANCE.grad, ok: false, size: want.length });
+      rows.push({ name: `grad ${name}`, error: Infinity, tolerance: TOL.grad, ok: false, size: want.length });
       continue;
     }
-    rows.push(row(`grad ${name}`, await rt.read(p.grad), want, TOLERANCE.grad));
+    rows.push(row(`grad ${name}`, await rt.read(p.grad), want, TOL.grad));
   }
 
   // the optimizer groups train.ts builds must be the reference's (names, kinds, learning rates)
@@ -127,7 +141,7 @@ export async function verifyFixture(rt: Runtime, fx: Fixture): Promise<CheckRow[
     const want = decodeF32(fx.expected.params_after_step[name]);
     const got = await rt.read(p);
     const lrWd = muonLrWd.get(p);
-    rows.push(stepRow(`step ${name}`, got, want, before.get(name)!, lrWd));
+    rows.push(stepRow(`step ${name}`, got, want, before.get(name)!, lrWd ?? 0, TOL));
   }
   return rows;
 }
@@ -140,16 +154,28 @@ export function formatRows(rows: CheckRow[]): string {
 }
 
 async function main(): Promise<void> {
-  const path = process.argv[2];
+  const args = process.argv.slice(2);
+  let precision: 'f32' | 'f16' = 'f32';
+  const at = args.indexOf('--precision');
+  if (at >= 0) {
+    const v = args[at + 1];
+    if (v !== 'f32' && v !== 'f16') {
+      console.error(`--precision must be f32 or f16, got ${v ?? 'nothing'}`);
+      process.exit(2);
+    }
+    precision = v;
+    args.splice(at, 2);
+  }
+  const path = args[0];
   if (!path) {
-    console.error('usage: npm run verify -- <fixture.json>   (e.g. ../shared/fixtures/gpt-tiny.json)');
+    console.error('usage: npm run verify -- [--precision f32|f16] <fixture.json>   (e.g. ../shared/fixtures/gpt-tiny.json)');
     process.exit(2);
   }
   const fx = JSON.parse(readFileSync(resolve(path), 'utf8')) as Fixture;
   const rt = await Runtime.create();
   console.log(rt.gpu.describe());
-  console.log(`fixture: ${path} ${JSON.stringify(fx.config)}`);
-  const rows = await verifyFixture(rt, fx);
+  console.log(`fixture: ${path} ${JSON.stringify(fx.config)} precision ${precision}`);
+  const rows = await verifyFixture(rt, fx, precision);
   console.log(formatRows(rows));
   const failed = rows.filter((r) => !r.ok);
   console.log(failed.length ? `\n${failed.length} of ${rows.length} checks FAILED` : `\nall ${rows.length} checks passed`);
