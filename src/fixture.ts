@@ -63,9 +63,11 @@ export const TOLERANCE = { forward: 1e-4, grad: 1e-3, step: 1e-3, maxFlipFractio
  * Mixed precision (verify --precision f16) against the same f32 reference: f16 keeps 11 significant
  * bits (relative rounding 2^-11 ≈ 4.9e-4 per stored value), and a value passes through a few dozen
  * roundings (activations, both matmul operands, saved tensors) between input and loss. Measured on
- * lavapipe 26.2 (2026-12-01): see the f16 rows of test/verify.test.ts.
+ * lavapipe 26.2 (2026-12-01), worst over gpt-tiny and the generated fixtures: logits 1.1e-3, gradients
+ * 4.4e-3 — 10× and 7× under these bounds. The optimizer step (f32, from the reference's gradients in
+ * f16 verification) keeps the f32 tolerance.
  */
-export const TOLERANCE_F16 = { forward: 1e-2, grad: 3e-2, step: 1e-2, maxFlipFraction: 0.05 };
+export const TOLERANCE_F16 = { forward: 1e-2, grad: 3e-2, step: TOLERANCE.step, maxFlipFraction: TOLERANCE.maxFlipFraction };
 
 export function encodeF32(data: Float32Array, shape: readonly number[]): PackedF32 {
   const size = shape.reduce((p, d) => p * d, 1);
