@@ -8,7 +8,13 @@
  * adapter's f32 peak, when known) and, with timestamp queries, one profiled step: GPU time per
  * kernel family (the pipeline label's file stem) and host time = wall − GPU busy, as shares of the
  * unprofiled step. Sizes: the default model (depth 8, 16 × 2048 tokens per micro-batch, 2^19 per
- * step); `--size small` is train.ts's software configuration.
+ * step); `--size small` is train.ts's software configuration. The step runs in train.ts's precision
+ * (PRECISION: f16 where the adapter has shader-f16), and MFU is against that precision's peak.
+ *
+ * `step memory` is the pool's peak over one training step (parameters, gradients, optimizer state,
+ * saved activations, transients) in f32 and in f16, taken from a dry allocation pass (Runtime's
+ * dryRun: every allocation and release of the real step, no GPU work), so the reference
+ * configuration's figure comes out even on a software adapter that could never run it.
  */
 import { VOCAB_SIZE } from '../prepare.ts';
 import { scale } from '../src/autograd/basic.ts';
@@ -16,10 +22,11 @@ import { type Tape, useRuntime } from '../src/autograd/tape.ts';
 import { peakFlops } from '../src/gpu/peaks.ts';
 import type { Runtime, TimedDispatch } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
-import { copy } from '../src/ops/elementwise.ts';
+import { Runtime as RuntimeClass } from '../src/gpu/runtime.ts';
+import { copy, scaleByScalarInPlace } from '../src/ops/elementwise.ts';
 import { buildEmbeddingIndex, type EmbeddingIndex, releaseEmbeddingIndex } from '../src/ops/embedding.ts';
 import { Rng } from '../src/util/rng.ts';
-import { buildModelConfig, GPT, type MuonAdamW, OPTIMIZER_SETTINGS, runSizes } from '../train.ts';
+import { buildModelConfig, computeDtype, GPT, type MuonAdamW, OPTIMIZER_SETTINGS, runSizes } from '../train.ts';
 import { zipfIds } from './embedding.bench.ts';
 import { type BenchCase, type BenchSuite, type BreakdownRow, type Measured, median, type TimingOptions } from './harness.ts';
 
@@ -90,6 +97,10 @@ function syntheticBatches(count: number, B: number, T: number, V: number): { inp
 }
 
 interface StepState {
+  dtype: 'f32' | 'f16';
+  /** train.ts's loss scale: tokens per step in f16, 1 in f32; invLossScale holds its inverse (f32 [1]). */
+  lossScale: number;
+  invLossScale: Tensor;
   model: GPT;
   optimizer: MuonAdamW;
   tape: Tape;
@@ -111,24 +122,8 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
   let s: StepState | null = null;
   let flopsPerToken = 0;
 
-  const microStep = (st: StepState) => {
-    const batch = st.batches[st.next++ % st.batches.length];
-    rt.write(st.ids, batch.inputs); // as the dataloader does: the same two tensors, rewritten
-    rt.write(st.targets, batch.targets);
-    buildEmbeddingIndex(rt, batch.inputs, V, st.index);
-    rt.scope(() => {
-      const loss = st.model.forward({ ids: st.ids, index: st.index }, st.targets);
-      copy(rt, loss, st.lossHost);
-      st.tape.backward(scale(loss, 1 / accum));
-    });
-  };
   /** Records one optimizer step (no sync). */
-  const step = () => {
-    const st = s!;
-    for (let m = 0; m < accum; m++) microStep(st);
-    st.optimizer.step();
-    st.optimizer.zeroGrad();
-  };
+  const step = () => recordStep(rt, s!, accum, V);
   /** One step with its loss readback (the loop's one sync); wall and recording ms. */
   const timedStep = async (): Promise<{ wall: number; record: number; loss: number }> => {
     const t0 = performance.now();
@@ -143,27 +138,12 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
     get flops() {
       return flopsPerToken * totalBatchSize;
     },
-    precision: 'f32',
+    precision: computeDtype(rt),
     setup: () => {
       if (s) return;
       rt.pool.resetPeak(); // peak_vram_mb: this model's step, not earlier suites
-      const tape = useRuntime(rt);
-      const model = new GPT(rt, config);
-      model.initWeights();
-      flopsPerToken = model.estimateFlops();
-      const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
-      const batches = syntheticBatches(HOST_BATCHES, B, T, V);
-      s = {
-        model,
-        optimizer,
-        tape,
-        ids: rt.keep(rt.empty([B, T], 'i32', 'inputs')),
-        targets: rt.keep(rt.empty([B, T], 'i32', 'targets')),
-        index: buildEmbeddingIndex(rt, batches[0].inputs, V),
-        lossHost: rt.keep(rt.zeros([1])),
-        batches,
-        next: 0,
-      };
+      s = buildStepState(rt, config, B, T, V, totalBatchSize, computeDtype(rt));
+      flopsPerToken = s.model.estimateFlops();
     },
     run: step,
     async measure(o: TimingOptions): Promise<Measured> {
@@ -183,9 +163,10 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
       const dispatchesPerStep = (rt.dispatches - dispatches0) / steps;
       const ms = median(walls);
       const tokensPerS = totalBatchSize / (ms / 1000);
-      const peak = peakFlops(rt.gpu.info, 'f32');
+      const peak = peakFlops(rt.gpu.info, s!.dtype); // the peak of the precision the step computes in
       const counts = s!.model.numScalingParams();
       const extra: Record<string, number | string> = {
+        precision: s!.dtype,
         tokens_per_s: tokensPerS,
         ...(peak ? { mfu_percent: (100 * flopsPerToken * tokensPerS) / peak } : {}),
         flops_per_token: flopsPerToken,
@@ -225,7 +206,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
         rt.release(p.grad); // left only if a step failed before zeroGrad
         rt.release(p);
       }
-      for (const t of [s.model.cos, s.model.sin, s.ids, s.targets, s.lossHost]) rt.release(t);
+      for (const t of [s.model.cos, s.model.sin, s.ids, s.targets, s.lossHost, s.invLossScale]) rt.release(t);
       releaseEmbeddingIndex(rt, s.index);
       s.tape.clear();
       s = null; // the optimizer's state is private to MuonAdamW: it lives until the process ends
@@ -233,9 +214,105 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
   };
 }
 
+/** The model, optimizer and batch tensors of a step in `dtype`, as train.ts builds them. */
+function buildStepState(rt: Runtime, config: ReturnType<typeof buildModelConfig>, B: number, T: number, V: number, totalBatchSize: number, dtype: 'f32' | 'f16'): StepState {
+  const tape = useRuntime(rt);
+  const model = new GPT(rt, config, dtype);
+  model.initWeights();
+  const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
+  const batches = syntheticBatches(HOST_BATCHES, B, T, V);
+  const lossScale = dtype === 'f16' ? totalBatchSize : 1; // train.ts's loss scaling
+  return {
+    dtype,
+    lossScale,
+    invLossScale: rt.keep(rt.fromArray([1 / lossScale], [1])),
+    model,
+    optimizer,
+    tape,
+    ids: rt.keep(rt.empty([B, T], 'i32', 'inputs')),
+    targets: rt.keep(rt.empty([B, T], 'i32', 'targets')),
+    index: buildEmbeddingIndex(rt, batches[0].inputs, V),
+    lossHost: rt.keep(rt.zeros([1])),
+    batches,
+    next: 0,
+  };
+}
+
+/** train.ts's step: the micro-steps, unscaling the f32 gradients (f16's loss scale), the optimizer. */
+function recordStep(rt: Runtime, st: StepState, accum: number, V: number, microSteps = accum): void {
+  for (let m = 0; m < microSteps; m++) {
+    const batch = st.batches[st.next++ % st.batches.length];
+    rt.write(st.ids, batch.inputs); // as the dataloader does: the same two tensors, rewritten
+    rt.write(st.targets, batch.targets);
+    buildEmbeddingIndex(rt, batch.inputs, V, st.index);
+    rt.scope(() => {
+      const loss = st.model.forward({ ids: st.ids, index: st.index }, st.targets);
+      copy(rt, loss, st.lossHost);
+      st.tape.backward(scale(loss, st.lossScale / accum));
+    });
+  }
+  if (st.lossScale !== 1) for (const p of st.model.parameters()) if (p.grad) scaleByScalarInPlace(rt, p.grad, st.invLossScale);
+  st.optimizer.step();
+  st.optimizer.zeroGrad();
+}
+
+/**
+ * Peak pool bytes of one training step in `dtype` at `cfg`'s sizes, on a fresh runtime over rt's
+ * device: by default a dry allocation pass (dryRun: no GPU work, no buffers); `dryRun: false` runs
+ * the same steps for real (the test that the two agree). Two steps are recorded: the first creates
+ * the optimizer state, so the peak covers a steady step with everything resident.
+ */
+export async function stepPeakBytes(rt: Runtime, cfg: StepConfig, dtype: 'f32' | 'f16', deviceBatchSize = cfg.deviceBatchSize, dryRun = true): Promise<number> {
+  const dry = RuntimeClass.fromGpu(rt.gpu, { dryRun });
+  const { depth, seqLen: T, vocab: V } = cfg;
+  const B = deviceBatchSize;
+  const totalBatchSize = Math.max(cfg.totalBatchSize, B * T);
+  const accum = totalBatchSize / (B * T);
+  const config = buildModelConfig(depth, V, { aspectRatio: cfg.aspectRatio, headDim: cfg.headDim, seqLen: T });
+  const st = buildStepState(dry, config, B, T, V, totalBatchSize, dtype);
+  for (let i = 0; i < 2; i++) recordStep(dry, st, accum, V, Math.min(accum, 2)); // two micro-steps show accumulation; more add nothing
+  const peak = dry.pool.peakBytesInUse;
+  if (!dryRun) await dry.sync();
+  for (const p of st.model.parameters()) dry.release(p);
+  dry.pool.trim();
+  useRuntime(rt); // the ambient tape back on the caller's runtime
+  return peak;
+}
+
+/** The step memory figure: f32 vs f16 peak pool bytes of one step (dry allocation pass). */
+export function stepMemoryCase(rt: Runtime, cfg: StepConfig): BenchCase {
+  const { depth, seqLen: T, deviceBatchSize: B } = cfg;
+  return {
+    name: `step memory depth ${depth}: ${B}x${T} tokens per micro-batch, f32 vs f16 (dry allocation pass)`,
+    run: () => {},
+    async measure(): Promise<Measured> {
+      const t0 = performance.now();
+      const f32 = await stepPeakBytes(rt, cfg, 'f32');
+      const f16 = await stepPeakBytes(rt, cfg, 'f16');
+      const f16Double = await stepPeakBytes(rt, cfg, 'f16', 2 * B);
+      const ms = performance.now() - t0;
+      const mb = (b: number) => b / 2 ** 20;
+      return {
+        ms,
+        minMs: ms,
+        method: 'wallclock',
+        repeats: 1,
+        extra: {
+          peak_pool_mb_f32: mb(f32),
+          peak_pool_mb_f16: mb(f16),
+          f16_over_f32: f16 / f32,
+          [`peak_pool_mb_f16_batch_${2 * B}`]: mb(f16Double),
+        },
+        note: 'pool peak of one training step from a dry allocation pass (every allocation of the real step, no GPU work); ms is host time of the pass',
+      };
+    },
+  };
+}
+
 export const suite: BenchSuite = {
   family: 'step',
   cases(rt, size) {
-    return [stepCase(rt, size === 'model' ? MODEL_STEP : SMALL_STEP)];
+    const cfg = size === 'model' ? MODEL_STEP : SMALL_STEP;
+    return [stepCase(rt, cfg), stepMemoryCase(rt, cfg)];
   },
 };
