@@ -68,6 +68,11 @@ export class Runtime {
   readonly pool: BufferPool;
   readonly limits: GPUSupportedLimits;
   readonly f16: boolean;
+  /**
+   * Reductions use subgroup operations (kernels' SUBGROUPS variants) where the device has
+   * 'subgroups'; tests set it false to run the workgroup-memory fallback on the same adapter.
+   */
+  subgroups: boolean;
   readonly #staging: StagingPool;
   readonly #kernels = new Map<string, Kernel>();
   readonly #paramsLayout: GPUBindGroupLayout;
@@ -101,6 +106,7 @@ export class Runtime {
     this.device = device;
     this.limits = device.limits;
     this.f16 = device.features.has('shader-f16');
+    this.subgroups = device.features.has('subgroups');
     const maxBuffer = dryRun ? Infinity : Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     this.pool = new BufferPool(device, maxBuffer, dryRun);
     this.pool.onDestroy = () => {
@@ -154,6 +160,7 @@ export class Runtime {
     const hit = this.#kernels.get(key);
     if (hit) return hit;
     if (dtype === 'f16' && !this.f16 && !this.dryRun) throw new GpuError(`${spec.entry}: f16 requested but this adapter has no shader-f16`);
+    if (spec.defines?.SUBGROUPS && !this.device.features.has('subgroups') && !this.dryRun) throw new GpuError(`${spec.entry}: subgroups requested but this adapter has no 'subgroups' feature`);
     const { code, reflection } = loadSource(spec.source, spec.defines ?? {}, dtype);
     if (this.dryRun) {
       const dry = new Kernel(`${spec.entry} (dry run)`, null as unknown as GPUComputePipeline, null as unknown as GPUBindGroupLayout, reflection, { ...(spec.overrides ?? {}) });
