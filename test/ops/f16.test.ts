@@ -138,10 +138,13 @@ describe.skipIf(!hasF16)('f16 storage through the SIMT kernels', () => {
     expectClose(await rt.read(rotaryBwd(rt, dy.t, cos, sin)), rotaryBwdRef(dy.host, shape, host.cos, host.sin), F16);
   });
 
-  it('relu² forward and backward, including values whose square is large', async () => {
+  it('relu² forward and backward, including squares past f16\'s range (saturated)', async () => {
     const n = 1000;
     const x = upload(rng.uniformArray(n, -200, 200), [n], 2), dy = upload(rng.uniformArray(n), [n], 1);
     expectClose(await rt.read(relu2Fwd(rt, x.t)), relu2Ref(x.host), F16);
+    // past 255.9 the square saturates at f16's largest finite value instead of overflowing to inf
+    const big = upload(Float32Array.from([255, 256, 300, 1e4, -1e4]), [5], 1);
+    expect([...(await rt.read(relu2Fwd(rt, big.t)))]).toEqual([65024, 65504, 65504, 65504, 0]);
     expectClose(await rt.read(relu2Bwd(rt, dy.t, x.t)), relu2BwdRef(dy.host, x.host), F16);
   });
 
