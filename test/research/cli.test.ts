@@ -40,7 +40,7 @@ describe('parseResearchArgs', () => {
     [['--tag', 'x', '--hours=-1'], /--hours expects a number ≥ 0/],
     [['--tag', 'x', '--effort', 'huge'], /--effort must be one of low, medium, high, xhigh, max/],
     [['--tag', 'x', '--usd-per-mtok', 'cheap'], /--usd-per-mtok expects "input,output"/],
-    [['--tag', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['--tag', 'x', '--frobnicate'], /unknown option '--frobnicate'/],
   ])('rejects %j', (argv, why) => {
     expect(() => parseResearchArgs(argv as string[])).toThrow(why);
   });
