@@ -688,7 +688,7 @@ function writeResult(valBpb: number, peakVramMb: number, fdOption: number | null
 const USAGE = `Usage: npm run prepare [-- options]     (or: npx tsx prepare.ts [options])
 
 Downloads (or unpacks) the training data and trains the BPE tokenizer into the cache directory
-($AUTORESEARCH_CACHE, default ~/.cache/autoresearch). Idempotent.
+($AUTORESEARCH_CACHE, default ~/.cache/autoresearch-ts). Idempotent.
 
   --dataset           embedded (default; bundled with npm ci, no network), climbmix (the reference's
                       data from the Hugging Face hub), tinystories (small-machine corpus)

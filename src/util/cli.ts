@@ -151,7 +151,7 @@ validation data and prints the summary block (grep "^val_bpb:" run.log). npm run
 prepares the built-in corpus and tokenizer if none is prepared (npm run prepare does the others).
 It takes no options: the experiment is whatever train.ts says. Environment:
   AUTORESEARCH_GPU=auto|vulkan|metal|d3d12|opengles|swiftshader   which adapter (default auto)
-  AUTORESEARCH_CACHE=<dir>                                         data and tokenizer (default ~/.cache/autoresearch)
+  AUTORESEARCH_CACHE=<dir>                                         data and tokenizer (default ~/.cache/autoresearch-ts)
   AUTORESEARCH_PEAK_TFLOPS=<x>                                     peak FLOP/s for MFU on an unlisted GPU
   -h, --help   this text`;
 
