@@ -35,7 +35,7 @@ type Parsed<O extends ParseArgsConfig['options']> = ReturnType<typeof parseArgs<
 
 /** The hint every usage error ends with. */
 export function helpHint(spec: Pick<CommandSpec<never>, 'run'>): string {
-  return `see \`${spec.run} -- --help\``;
+  return `see \`${spec.run}${spec.run.startsWith('npm run') ? ' --' : ''} --help\``;
 }
 
 /** node:util's parse errors, rewritten as one short line ("unknown option '--x'", …). */

@@ -7,12 +7,26 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FIXTURES_DIR } from '../../src/fixture.ts';
+import { runCommand } from '../../src/util/cli.ts';
 import { GENERATED_CASES, makeFixture } from './fixture.ts';
 
-const dir = resolve(process.argv[2] ?? FIXTURES_DIR);
-mkdirSync(dir, { recursive: true });
-for (const c of GENERATED_CASES) {
-  const path = join(dir, `${c.options.name}.json`);
-  writeFileSync(path, JSON.stringify(makeFixture(c.config, c.seed, c.options)) + '\n');
-  console.log(`wrote ${path}`);
-}
+const GENERATE_CLI = {
+  run: 'npx tsx test/reference/generate.ts',
+  name: 'generate',
+  usage: `Usage: npx tsx test/reference/generate.ts [DIR]
+
+Writes the CPU reference's fixtures (${GENERATED_CASES.map((c) => c.options.name).join(', ')}) to DIR
+(default: fixtures/), one <name>.json each.`,
+  options: {},
+  positionals: { max: 1, what: 'directory' },
+};
+
+process.exitCode = await runCommand(GENERATE_CLI, process.argv.slice(2), ({ positionals }) => {
+  const dir = resolve(positionals[0] ?? FIXTURES_DIR);
+  mkdirSync(dir, { recursive: true });
+  for (const c of GENERATED_CASES) {
+    const path = join(dir, `${c.options.name}.json`);
+    writeFileSync(path, JSON.stringify(makeFixture(c.config, c.seed, c.options)) + '\n');
+    console.log(`wrote ${path}`);
+  }
+});
