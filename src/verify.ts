@@ -1,6 +1,7 @@
 /**
- * @file `npm run verify -- <fixture.json>`: checks train.ts's model and optimizer against numbers
- * produced by the reference (format: ../shared/fixtures/README.md). Builds the GPT of train.ts from
+ * @file `npm run verify [-- <fixture.json>...]`: checks train.ts's model and optimizer against numbers
+ * produced by the reference (format and provenance: fixtures/README.md); with no file, every fixture
+ * shipped in fixtures/. Builds the GPT of train.ts from
  * the fixture's config and weights, runs forward (logits, per-token loss, mean loss), backward (every
  * gradient) and one MuonAdamW step with the fixture's parameter groups, prints the relative error of
  * every tensor and exits non-zero above the tolerances.
@@ -17,16 +18,16 @@
  * first step is sign-like: an f16-rounded gradient near zero flips a whole lr-sized update). f32
  * verification is unchanged.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { GPT, MuonAdamW, type ParamGroup, windowSizes } from '../train.ts';
 import { ctx, useRuntime } from './autograd/tape.ts';
 import { Runtime } from './gpu/runtime.ts';
 import type { Tensor } from './gpu/tensor.ts';
-import { compareAfterStep, decodeF32, type Fixture, relativeError, TOLERANCE, TOLERANCE_F16 } from './fixture.ts';
 import { scale } from './autograd/basic.ts';
+import { compareAfterStep, decodeF32, type Fixture, readFixture, relativeError, shippedFixtures, TOLERANCE, TOLERANCE_F16 } from './fixture.ts';
 import { buildEmbeddingIndex } from './ops/embedding.ts';
 import { scaleByScalarInPlace } from './ops/elementwise.ts';
+import { choiceOption, CliError, runCommand } from './util/cli.ts';
 import { isMain } from './util/main.ts';
 
 export interface CheckRow {
@@ -161,33 +162,53 @@ export function formatRows(rows: CheckRow[]): string {
     .join('\n');
 }
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  let precision: 'f32' | 'f16' = 'f32';
-  const at = args.indexOf('--precision');
-  if (at >= 0) {
-    const v = args[at + 1];
-    if (v !== 'f32' && v !== 'f16') {
-      console.error(`--precision must be f32 or f16, got ${v ?? 'nothing'}`);
-      process.exit(2);
+const VERIFY_CLI = {
+  run: 'npm run verify',
+  name: 'verify',
+  usage: `Usage: npm run verify [-- [--precision f32|f16] <fixture.json>...]     (or: npx tsx src/verify.ts [...])
+
+Checks train.ts's GPT and MuonAdamW against reference numbers: forward (logits, per-token loss, loss),
+every gradient, and one optimizer step, each against the fixture README's tolerances. Prints one row
+per check and exits 1 if any fails.
+
+  <fixture.json>   fixture files (format: fixtures/README.md); default: every fixture in fixtures/
+                   (gpt-tiny.json from the PyTorch reference, the others from the CPU reference)
+  --precision P    f32 (default) or f16: train.ts's PRECISION 'f16' (f16 activations and matmul
+                   operands, f32 master weights) against the same reference, with the mixed-precision
+                   tolerances (TOLERANCE_F16 in src/fixture.ts); needs an adapter with shader-f16
+  -h, --help       this text`,
+  options: { precision: { type: 'string' as const } },
+  positionals: { max: Infinity, what: 'fixture files' },
+};
+
+/** The command: returns the exit status (1 when a check fails). */
+export async function main(argv: readonly string[]): Promise<number> {
+  return runCommand(VERIFY_CLI, argv, async ({ positionals, values }) => {
+    const precision = choiceOption('precision', values.precision, ['f32', 'f16'] as const) ?? 'f32';
+    const paths = positionals.length ? positionals.map((p) => resolve(p)) : shippedFixtures();
+    if (!paths.length) throw new CliError('no fixtures in fixtures/; pass a fixture file');
+    // read every fixture before starting the GPU: a wrong path fails in one line, at once
+    const fixtures = paths.map((path) => {
+      try {
+        return { path, fx: readFixture(path) };
+      } catch (e) {
+        throw new CliError(`${(e as Error).message}; pass a fixture file (e.g. fixtures/gpt-tiny.json), or none for every shipped fixture`);
+      }
+    });
+    const rt = await Runtime.create();
+    console.log(rt.gpu.describe());
+    let failedFixtures = 0;
+    for (const { path, fx } of fixtures) {
+      console.log(`\nfixture: ${relative(process.cwd(), path) || path} ${JSON.stringify(fx.config)} precision ${precision}`);
+      const rows = await verifyFixture(rt, fx, precision);
+      console.log(formatRows(rows));
+      const failed = rows.filter((r) => !r.ok);
+      console.log(failed.length ? `${failed.length} of ${rows.length} checks FAILED` : `all ${rows.length} checks passed`);
+      if (failed.length) failedFixtures++;
     }
-    precision = v;
-    args.splice(at, 2);
-  }
-  const path = args[0];
-  if (!path) {
-    console.error('usage: npm run verify -- [--precision f32|f16] <fixture.json>   (e.g. ../shared/fixtures/gpt-tiny.json)');
-    process.exit(2);
-  }
-  const fx = JSON.parse(readFileSync(resolve(path), 'utf8')) as Fixture;
-  const rt = await Runtime.create();
-  console.log(rt.gpu.describe());
-  console.log(`fixture: ${path} ${JSON.stringify(fx.config)} precision ${precision}`);
-  const rows = await verifyFixture(rt, fx, precision);
-  console.log(formatRows(rows));
-  const failed = rows.filter((r) => !r.ok);
-  console.log(failed.length ? `\n${failed.length} of ${rows.length} checks FAILED` : `\nall ${rows.length} checks passed`);
-  process.exit(failed.length ? 1 : 0);
+    if (fixtures.length > 1) console.log(`\n${fixtures.length - failedFixtures} of ${fixtures.length} fixtures passed`);
+    return failedFixtures ? 1 : 0;
+  });
 }
 
-if (isMain(import.meta.url)) await main();
+if (isMain(import.meta.url)) process.exit(await main(process.argv.slice(2)));

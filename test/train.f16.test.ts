@@ -8,6 +8,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+
+// steps bound the runs, not TIME_BUDGET (as in the smoke test): a busy machine trains the same 40
+// steps, and the schedules (which read elapsed time / TIME_BUDGET) are the same for both precisions
+vi.mock('../prepare.ts', async (importOriginal) => ({ ...(await importOriginal<typeof import('../prepare.ts')>()), TIME_BUDGET: 1e9 }));
 import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import { train } from '../train.ts';
@@ -47,7 +51,7 @@ async function lossCurve(tokenizer: Tokenizer, precision: 'f16' | 'f32'): Promis
 }
 
 describe.skipIf(!hasF16)('train.ts in f16 (PRECISION) against f32', () => {
-  it('keeps the loss curve of 40 smoke-configuration steps within 1% of f32', { timeout: 1_800_000 }, async () => {
+  it('keeps the loss curve of 40 smoke-configuration steps within 1% of f32', { timeout: 0 }, async () => {
     await prepareData('embedded', quiet);
     const tokenizer = await trainTokenizer('embedded', { vocabSize: 512, ...quiet });
     const f32 = await lossCurve(tokenizer, 'f32');
