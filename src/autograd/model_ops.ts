@@ -73,7 +73,8 @@ export function lmHeadLoss(x: Tensor, wStored: Tensor, targets: Tensor, opts: Lm
   if (x.dtype !== w.dtype) throw new Error(`lmHeadLoss: x ${x.describe()} and w ${w.describe()} differ in dtype`);
   // f16 logits: d(mean)/dz = (p − onehot)/count is ~1e-9 at V = 8192 and 32K tokens, below f16's
   // smallest subnormal (6e-8). So in f16 the chunk holds the per-token gradient (p − onehot, |·| ≤ 1),
-  // dx is summed in those units, and the backward applies dLoss/count once (see train.ts LOSS_SCALE).
+  // dx is summed in those units, and the backward applies dLoss/count once (a caller that scales the
+  // loss by its token count, as train.ts does in f16, keeps the gradients per-token sized throughout).
   const perTokenUnits = x.dtype === 'f16';
   const C = x.dim(-1);
   const V = w.dim(0);
