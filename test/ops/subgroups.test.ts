@@ -1,6 +1,6 @@
 /**
- * Subgroup reductions (kernels/subgroup_reduce.wgsl): the rms-norm rows and the softcap cross-entropy
- * rows reduce on subgroups where the device has 'subgroups', with workgroup memory as the fallback.
+ * Subgroup reductions (kernels/subgroup_reduce.wgsl): the rms-norm rows, the softcap cross-entropy
+ * rows and the attention backward's row statistic (delta) reduce on subgroups where the device has 'subgroups', with workgroup memory as the fallback.
  * Both paths run here on the same adapter (rt.subgroups toggled) against the plain-TS references at
  * awkward shapes, in f32 and (with shader-f16) f16. The reduction assumes no subgroup size and no
  * layout: lavapipe 26.2 runs it at size 8, SwiftShader at its own; llvmpipe (no subgroups) runs the
@@ -9,6 +9,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Runtime } from '../../src/gpu/runtime.ts';
+import { attentionBwd, attentionBwdRef, attentionFwd } from '../../src/ops/attention.ts';
 import { roundF16 } from '../../src/ops/elementwise.ts';
 import { rmsNormBwd, rmsNormBwdRef, rmsNormFwd, rmsNormRef } from '../../src/ops/rms_norm.ts';
 import { softcapXentCount, softcapXentFwd, softcapXentRef } from '../../src/ops/softcap_xent.ts';
@@ -65,6 +66,24 @@ describe.skipIf(!hasSubgroups)('subgroup reductions', () => {
         }
       });
     }
+  }
+
+  for (const subgroups of [true, false]) {
+    it(`attention backward's row statistic (delta = rowsum(dy·y)) on ${subgroups ? 'subgroups' : 'workgroup memory'}: T 37, GQA 2, D 20 and 128`, async () => {
+      rt.subgroups = subgroups;
+      for (const D of [20, 128]) {
+        const dims = { B: 2, T: 37, H: 4, Hkv: 2, D };
+        const n = dims.B * dims.T * dims.H * D, nkv = dims.B * dims.T * dims.Hkv * D;
+        const q = rng.uniformArray(n), k = rng.uniformArray(nkv), v = rng.uniformArray(nkv), dy = rng.uniformArray(n);
+        const shape = [dims.B, dims.T, dims.H, D], kvShape = [dims.B, dims.T, dims.Hkv, D];
+        const Q = rt.fromArray(q, shape), K = rt.fromArray(k, kvShape), Vt = rt.fromArray(v, kvShape);
+        const { y, lse } = attentionFwd(rt, Q, K, Vt, 11);
+        const g = attentionBwd(rt, Q, K, Vt, y, lse, rt.fromArray(dy, shape), 11);
+        const ref = attentionBwdRef(q, k, v, dy, dims, 11);
+        expectClose(await rt.read(g.dq), ref.dq, { atol: 5e-5, rtol: 2e-4, label: `dq D ${D}` });
+        expectClose(await rt.read(g.dk), ref.dk, { atol: 5e-5, rtol: 2e-4, label: `dk D ${D}` });
+      }
+    });
   }
 
   it('the two paths really ask for different kernels', () => {
