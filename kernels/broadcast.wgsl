@@ -6,7 +6,8 @@
 //   reduce_axis (#if REDUCE)      y[o, i] = alpha·Σ_k x[o, k, i] (or x²), x viewed as [outer, n, inner]
 // Defines: STRIDED with BINARY / INPLACE, MAP with UNARY / UNARY_INPLACE, and REDUCE.
 // OP (an override) picks the operation: binary 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min;
-// unary 0 sqrt, 1 rsqrt, 2 square, 3 tanh, 4 clamp_min(c), 5 ge(c) (1.0 where x ≥ c, else 0.0).
+// unary 0 sqrt, 1 rsqrt, 2 square, 3 tanh, 4 clamp_min(c), 5 ge(c) (1.0 where x ≥ c, else 0.0),
+// 6 affine (f(x) = x: y = alpha·x + beta).
 // Elementwise grids: one thread per element, grid1d(ceil(n / WG)). Broadcasting: y's shape is
 // [d0, d1, d2, d3] (right-aligned, padded with 1); a and b take per-dimension strides in elements,
 // 0 where they broadcast. reduce_axis: one workgroup per output (grid1d(outer·inner)), WG threads
@@ -40,7 +41,8 @@ fn unary_op(x: f32, c: f32) -> f32 {
     case 2u: { return x * x; }
     case 3u: { return tanh(clamp(x, -10.0, 10.0)); }
     case 4u: { return max(x, c); }
-    default: { return select(0.0, 1.0, x >= c); }
+    case 5u: { return select(0.0, 1.0, x >= c); }
+    default: { return x; }
   }
 }
 

@@ -5,7 +5,7 @@
  *   binary(rt, op, a, b)  y = op(alpha·a, beta·b), numpy broadcasting of a and b (≤ 4 dims);
  *                         op: add, sub, mul, div, max, min. With `out` = a it runs in place.
  *   unary(rt, op, x)      y = alpha·f(x) + beta; f: sqrt, rsqrt, square, tanh, clamp_min (max(x, c)),
- *                         ge (1 where x ≥ c, else 0). With `out` = x it runs in place.
+ *                         ge (1 where x ≥ c, else 0), affine (x). With `out` = x it runs in place.
  *   sumAxis(rt, x, axis)  alpha·Σ (or Σ x² with `squared`) over one axis or a contiguous range of
  *                         axes, keeping them as size 1 (torch's keepdim=True); f32 result.
  * Outputs are new pool tensors unless `out` is given.
@@ -19,7 +19,7 @@ const MAX_DIMS = 4;
 
 export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'max', 'min'] as const;
 export type BinaryOp = (typeof BINARY_OPS)[number];
-export const UNARY_OPS = ['sqrt', 'rsqrt', 'square', 'tanh', 'clamp_min', 'ge'] as const;
+export const UNARY_OPS = ['sqrt', 'rsqrt', 'square', 'tanh', 'clamp_min', 'ge', 'affine'] as const;
 export type UnaryOp = (typeof UNARY_OPS)[number];
 
 function floatDtype(t: Tensor, op: string): 'f32' | 'f16' {
@@ -170,7 +170,7 @@ const BINARY_REF: Record<BinaryOp, (a: number, b: number) => number> = {
 
 const UNARY_REF: Record<UnaryOp, (x: number, c: number) => number> = {
   sqrt: Math.sqrt, rsqrt: (x) => 1 / Math.sqrt(x), square: (x) => x * x, tanh: (x) => Math.tanh(x),
-  clamp_min: (x, c) => Math.max(x, c), ge: (x, c) => (x >= c ? 1 : 0),
+  clamp_min: (x, c) => Math.max(x, c), ge: (x, c) => (x >= c ? 1 : 0), affine: (x) => x,
 };
 
 /** binary's result and shape, by explicit index arithmetic over the broadcast shape. */
