@@ -1,9 +1,11 @@
 /**
  * @file The research driver's side of the conversation with Claude, through `@anthropic-ai/sdk`.
  * Each experiment is one conversation: a system prompt that stays the same all run (program.md,
- * the driver's protocol, the README, the baseline's run.log, prepare.ts; prompt-cached), a first message with the current
- * train.ts, the results so far, recent diffs (discarded ones included) and the best val_bpb, then
- * a `propose_experiment` tool call from the model. A bad call (no call, two calls, a malformed
+ * the driver's protocol, the README, the baseline's run.log, and the API reference that
+ * api_reference.ts generates from the source: src/ signatures, the parts of prepare.ts train.ts
+ * uses, the kernel conventions; prompt-cached), a first message with the current train.ts, the
+ * results so far, recent diffs (discarded ones included) and the best val_bpb, then a
+ * `propose_experiment` tool call from the model. A bad call (no call, two calls, a malformed
  * input, an edit that does not apply, a guard rejection) is answered with the reason in a
  * tool_result and the model tries again; a crash is answered with the log tail for a repair.
  *
@@ -59,7 +61,10 @@ export interface ExperimentContext {
   /** Stable for the whole run (system prompt, cached). */
   programMd: string;
   readme: string;
-  prepareTs: string;
+  /** What train.ts can use: src/ signatures, prepare.ts's parts, kernel conventions (api_reference.ts). */
+  apiReference?: string;
+  /** The whole of prepare.ts (older drivers; apiReference replaces it). */
+  prepareTs?: string;
   /** The baseline's run.log (hardware, model size, summary), or '' if there is none. */
   baselineLog?: string;
   /** Changes when an experiment is kept. */
@@ -233,7 +238,11 @@ export class Conversation {
       { type: 'text', text: DRIVER_PROTOCOL },
       { type: 'text', text: `# README.md\n\n${ctx.readme}` },
       ...(ctx.baselineLog ? [{ type: 'text' as const, text: `# The baseline run: run.log of the unmodified train.ts on this machine\n\n\`\`\`\n${ctx.baselineLog}\n\`\`\`` }] : []),
-      { type: 'text', text: `# prepare.ts (fixed, read-only: for reference only)\n\n\`\`\`ts\n${ctx.prepareTs}\n\`\`\``, cache_control: { type: 'ephemeral' } },
+      {
+        type: 'text',
+        text: ctx.apiReference ?? `# prepare.ts (fixed, read-only: for reference only)\n\n\`\`\`ts\n${ctx.prepareTs ?? ''}\n\`\`\``,
+        cache_control: { type: 'ephemeral' },
+      },
     ];
     this.#messages = [{
       role: 'user',
