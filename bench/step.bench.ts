@@ -15,22 +15,15 @@ import { type Tape, useRuntime } from '../src/autograd/tape.ts';
 import { peakFlops } from '../src/gpu/peaks.ts';
 import type { Runtime, TimedDispatch } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
-import { SOFTWARE_SIZES } from '../src/harness.ts';
+import { type RunSizes, SOFTWARE_SIZES } from '../src/harness.ts';
 import { buildEmbeddingIndex, releaseEmbeddingIndex } from '../src/ops/embedding.ts';
 import { Rng } from '../src/util/rng.ts';
 import { buildModelConfig, GPT, OPTIMIZER_SETTINGS, RUN_SIZES, type TrainState, trainStep } from '../train.ts';
 import { zipfIds } from './embedding.bench.ts';
 import { type BenchCase, type BenchSuite, type BreakdownRow, type Measured, median, type TimingOptions } from './harness.ts';
 
-export interface StepConfig {
-  depth: number;
-  aspectRatio: number;
-  headDim: number;
-  seqLen: number;
-  /** Rows per micro-batch (DEVICE_BATCH_SIZE). */
-  deviceBatchSize: number;
-  /** Tokens per optimizer step (TOTAL_BATCH_SIZE); a multiple of deviceBatchSize · seqLen. */
-  totalBatchSize: number;
+/** train.ts's run sizes (src/harness.ts's RunSizes), a vocabulary and how many steps to time. */
+export interface StepConfig extends RunSizes {
   vocab: number;
   /** Untimed steps first (pipelines compile, the pool fills) and timed steps, unless --warmup/--repeats say otherwise. */
   warmup: number;
