@@ -351,15 +351,17 @@ function muonStep(rt: Runtime, grads: Tensor, params: Tensor, momentumBuffer: Te
   const norm = unary(rt, 'sqrt', sumAxis(rt, grads, [-2, -1], { squared: true }), { alpha: 1.02, beta: 1e-6 }); // ‖g‖·1.02 + 1e-6
   let X = binary(rt, 'div', grads, norm);
   for (const [a, b, c] of POLAR_EXPRESS_COEFFS.slice(0, g.nsSteps)) {
-    if (R > C) {
-      const A = matmul(rt, X, X, { transA: true }); // A = Xᵀ X
-      const B = addScaled(rt, A, matmul(rt, A, A), b, c); // B = b·A + c·A·A
-      X = addScaled(rt, X, matmul(rt, X, B), a, 1); // X = a·X + X·B
-    } else {
-      const A = matmul(rt, X, X, { transB: true }); // A = X Xᵀ
+    const x = X;
+    X = rt.scope(() => { // A and B go back to the pool after each iteration
+      if (R > C) {
+        const A = matmul(rt, x, x, { transA: true }); // A = Xᵀ X
+        const B = addScaled(rt, A, matmul(rt, A, A), b, c); // B = b·A + c·A·A
+        return addScaled(rt, x, matmul(rt, x, B), a, 1); // X = a·X + X·B
+      }
+      const A = matmul(rt, x, x, { transB: true }); // A = X Xᵀ
       const B = addScaled(rt, A, matmul(rt, A, A), b, c);
-      X = addScaled(rt, X, matmul(rt, B, X), a, 1); // X = a·X + B·X
-    }
+      return addScaled(rt, x, matmul(rt, B, x), a, 1); // X = a·X + B·X
+    });
   }
   // NorMuon variance reduction: one statistic per row if R ≥ C (mean over columns), else per column
   const redDim = R >= C ? -1 : -2;
@@ -392,7 +394,8 @@ export class MuonAdamW {
       let state = this.#adam.get(p);
       if (!state) this.#adam.set(p, (state = { step: 0, expAvg: rt.keep(rt.zeros(p.shape)), expAvgSq: rt.keep(rt.zeros(p.shape)) }));
       state.step += 1;
-      adamwStep(rt, p, p.grad, state.expAvg, state.expAvgSq, state.step, group);
+      const st = state;
+      rt.scope(() => adamwStep(rt, p, p.grad!, st.expAvg, st.expAvgSq, st.step, group)); // temporaries back to the pool per tensor
     }
   }
 
@@ -423,12 +426,10 @@ export class MuonAdamW {
   }
 
   step(): void {
-    this.rt.scope(() => {
-      for (const group of this.paramGroups) {
-        if (group.kind === 'adamw') this.#stepAdamw(group);
-        else this.#stepMuon(group);
-      }
-    });
+    for (const group of this.paramGroups) {
+      if (group.kind === 'adamw') this.#stepAdamw(group);
+      else this.rt.scope(() => this.#stepMuon(group)); // temporaries back to the pool per group
+    }
   }
 
   zeroGrad(): void {
