@@ -296,7 +296,7 @@ function softcapCrossEntropy(x: Tensor, w: Tensor, targets: Tensor): { loss: Ten
       if (dw) matmul(rt, dz, xc, { transA: true, beta: r0 === 0 ? 0 : 1, out: dw });
     });
   }
-  const loss = sumAll(rt, perToken, {}); // Σ per-token losses …
+  const loss = sumAll(rt, perToken); // Σ per-token losses …
   binary(rt, 'mul', loss, rt.view(counts, [1], 1), { out: loss }); // … / count
   rt.release(counts);
   tape.record('softcapCrossEntropy', [x, w], [loss], ([dLoss]) => [

@@ -191,7 +191,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
         extra.host_ms = b.hostMs;
         extra.host_percent = ms > 0 ? (100 * b.hostMs) / ms : 0;
       } else {
-        note = 'no timestamp-query on this adapter (or --wallclock): no per-family breakdown; host_record_ms is the JS time to record a step';
+        note = 'no timestamp-query on this adapter (or --wallclock): no per-family breakdown; host_record_ms is the time to record a step (the dataloader’s uploads submit earlier work, which some adapters run before returning)';
       }
       extra.peak_vram_mb = rt.pool.peakBytesInUse / 2 ** 20;
       if (!peak) note = [note, 'peak FLOP/s of this adapter unknown: no MFU (AUTORESEARCH_PEAK_TFLOPS sets one)'].filter(Boolean).join('; ');
