@@ -391,11 +391,10 @@ export class MuonAdamW {
     const rt = this.rt;
     for (const p of group.params) {
       if (!p.grad) continue;
-      let state = this.#adam.get(p);
-      if (!state) this.#adam.set(p, (state = { step: 0, expAvg: rt.keep(rt.zeros(p.shape)), expAvgSq: rt.keep(rt.zeros(p.shape)) }));
+      const state = this.#adam.get(p) ?? { step: 0, expAvg: rt.keep(rt.zeros(p.shape)), expAvgSq: rt.keep(rt.zeros(p.shape)) };
+      this.#adam.set(p, state);
       state.step += 1;
-      const st = state;
-      rt.scope(() => adamwStep(rt, p, p.grad!, st.expAvg, st.expAvgSq, st.step, group)); // temporaries back to the pool per tensor
+      rt.scope(() => adamwStep(rt, p, p.grad!, state.expAvg, state.expAvgSq, state.step, group)); // temporaries back to the pool per tensor
     }
   }
 

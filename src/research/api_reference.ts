@@ -67,8 +67,11 @@ function classSignature(c: ClassDeclaration): string {
     let sig: string;
     if (Node.isPropertyDeclaration(m)) {
       const mods = m.getModifiers().map((x) => x.getText()).join(' ');
-      const type = m.getTypeNode()?.getText() ?? m.getType().getText(m);
-      sig = `${mods ? `${mods} ` : ''}${name}: ${type};`;
+      // the declared type, else the initializer when it says enough (the type checker is slow to start)
+      const init = m.getInitializer()?.getText();
+      const type = m.getTypeNode()?.getText();
+      const decl = type ? `: ${type}` : init ? ` = ${init.length <= 80 && !init.includes('\n') ? init : `${init.split('\n')[0].slice(0, 80)} …`}` : '';
+      sig = `${mods ? `${mods} ` : ''}${name}${decl};`;
     } else if (Node.isConstructorDeclaration(m) || Node.isMethodDeclaration(m) || Node.isGetAccessorDeclaration(m)) {
       sig = `${head(m).replace(/\s+/g, ' ')};`;
     } else continue;
@@ -87,27 +90,41 @@ function ts_protected() {
   return 'protected' as const;
 }
 
+/** Exported declarations of a module, in file order, read from the syntax alone (no type checker: fast). */
+function exportedDeclarations(sf: SourceFile): [string, Node][] {
+  const out: [string, Node][] = [];
+  for (const st of sf.getStatements()) {
+    if (!Node.isExportable(st) || !st.hasExportKeyword()) continue;
+    if (Node.isVariableStatement(st)) for (const d of st.getDeclarations()) out.push([d.getName(), d]);
+    else if (Node.isFunctionDeclaration(st) || Node.isClassDeclaration(st) || Node.isInterfaceDeclaration(st) || Node.isTypeAliasDeclaration(st) || Node.isEnumDeclaration(st)) {
+      const name = st.getName();
+      if (name) out.push([name, st]);
+    }
+  }
+  return out;
+}
+
 /** Signatures of a module's exports (plain-TS references, named …Ref, left out). */
 function moduleSignatures(sf: SourceFile, only?: readonly string[], fullDocFor: readonly string[] = []): string {
   const parts: string[] = [];
-  for (const [name, decls] of sf.getExportedDeclarations()) {
+  for (const [name, d] of exportedDeclarations(sf)) {
     if (only ? !only.includes(name) : /Ref$/.test(name)) continue;
-    for (const d of decls) {
-      if (d.getSourceFile() !== sf) continue; // re-exported from elsewhere
-      const doc = summary(Node.isVariableDeclaration(d) ? d.getVariableStatementOrThrow() : d, fullDocFor.includes(name));
-      let sig: string;
-      if (Node.isFunctionDeclaration(d)) {
-        const overloads = d.getOverloads();
-        sig = (overloads.length ? overloads.map((o) => o.getText().trim()) : [`${head(d)};`]).join('\n');
-      } else if (Node.isClassDeclaration(d)) sig = classSignature(d);
-      else if (Node.isInterfaceDeclaration(d) || Node.isTypeAliasDeclaration(d) || Node.isEnumDeclaration(d)) sig = d.getText();
-      else if (Node.isVariableDeclaration(d)) {
-        const init = d.getInitializer()?.getText() ?? '';
-        const type = d.getTypeNode()?.getText() ?? d.getType().getText(d);
-        sig = init && init.length <= 80 && !init.includes('\n') ? `export const ${name}${d.getTypeNode() ? `: ${type}` : ''} = ${init};` : `export const ${name}: ${type};`;
-      } else continue;
-      parts.push(`${doc}${sig}`);
-    }
+    const doc = summary(Node.isVariableDeclaration(d) ? d.getVariableStatementOrThrow() : d, fullDocFor.includes(name));
+    let sig: string;
+    if (Node.isFunctionDeclaration(d)) {
+      if (!d.hasBody()) sig = d.getText().trim(); // an overload
+      else if (d.getOverloads().length) continue; // the implementation behind overloads printed already
+      else sig = `${head(d)};`;
+    } else if (Node.isClassDeclaration(d)) sig = classSignature(d);
+    else if (Node.isInterfaceDeclaration(d) || Node.isTypeAliasDeclaration(d) || Node.isEnumDeclaration(d)) sig = d.getText();
+    else if (Node.isVariableDeclaration(d)) {
+      const init = d.getInitializer()?.getText() ?? '';
+      const typeNode = d.getTypeNode()?.getText();
+      const short = init.length <= 80 && !init.includes('\n');
+      const value = short ? init : `${init.split('\n')[0].slice(0, 80)} …`;
+      sig = `export const ${name}${typeNode ? `: ${typeNode}` : ''}${init ? ` = ${value}` : ''};`;
+    } else continue;
+    parts.push(`${doc}${sig}`);
   }
   return parts.join('\n');
 }
