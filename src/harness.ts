@@ -6,6 +6,7 @@
  */
 import { Tokenizer } from '../prepare.ts';
 import { GpuOutOfMemoryError, Runtime } from './gpu/runtime.ts';
+import { trainCommandLine } from './util/cli.ts';
 
 /** The sizes a run trains at: train.ts's hyperparameters, unless the harness shrinks them. */
 export interface RunSizes {
@@ -72,10 +73,12 @@ export async function startRun(o: RunOptions = {}): Promise<TrainRun> {
 }
 
 /**
- * Runs a script's main function and exits: 0 on success, 1 on an error. Errors that say what to
- * do (plain Errors, out of memory) print their message; programming errors (TypeError, …) their stack.
+ * Runs train.ts's main function and exits: 0 on success, 1 on an error. The command line is checked
+ * first (--help; train.ts takes no arguments). Errors that say what to do (plain Errors, out of
+ * memory) print their message; programming errors (TypeError, …) their stack.
  */
 export async function runMain(main: () => Promise<unknown>): Promise<never> {
+  trainCommandLine(process.argv.slice(2)); // --help; any argument is a mistake (one line, exit 2)
   try {
     await main();
     process.exit(0);

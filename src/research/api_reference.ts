@@ -12,6 +12,7 @@ import { type ClassDeclaration, type JSDocableNode, Node, Project, type SourceFi
 const SKIPPED = [
   /^src\/research\//, /^src\/data\//, /^src\/verify\.ts$/, /^src\/fixture\.ts$/, /^src\/train_contract\.ts$/,
   /^src\/gpu\/(buffers|device|wgsl)\.ts$/, /^src\/ops\/eval_bpb\.ts$/, // the runtime's internals, prepare.ts's metric kernel
+  /^src\/train_cli\.ts$/, /^src\/util\/cli\.ts$/, // the command lines
 ];
 
 /** What train.ts takes from prepare.ts; the rest of it (downloads, tokenizer training, the CLI) is not for train.ts. */
