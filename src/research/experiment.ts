@@ -34,7 +34,7 @@ export interface ExperimentSpec {
   evalRows?: number;
   evalSeqLen?: number;
   /** A guard shared across experiments (its parsed project is reused). */
-  guard?: TrainGuard;
+  guard?: Pick<TrainGuard, 'check'>;
   /** Keep the build and scratch folders (debugging). */
   keepSandbox?: boolean;
 }

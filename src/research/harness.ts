@@ -21,7 +21,7 @@
  * call returned. A model caught looking ahead, a second evaluation, or training past the budget plus
  * allowance ends the process with a signed failure line: a crash, never a score.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { register } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -41,10 +41,20 @@ const freeze = Object.freeze;
 const mathFloor = Math.floor;
 const mathMin = Math.min;
 const mathMax = Math.max;
-const mathAbs = Math.abs;
-const mathLog = Math.log;
 const mathCeil = Math.ceil;
 const mathImul = Math.imul;
+const mathExp = Math.exp;
+const mathLog = Math.log;
+
+/** IEEE half → float (f16 logits). */
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
 const LN2 = Math.LN2;
 const NumberIsInteger = Number.isInteger;
 const NumberIsFinite = Number.isFinite;
@@ -64,8 +74,6 @@ const hmacProbe = createHmac('sha256', 'x');
 const hmacUpdate = hmacProbe.update;
 const hmacDigest = hmacProbe.digest;
 const createHmacCaptured = createHmac;
-const randomBytesCaptured = randomBytes;
-const bufferFrom = Buffer.from;
 const bufferConcat = Buffer.concat;
 const bufferAlloc = Buffer.alloc;
 const bufferToString = Buffer.prototype.toString;
@@ -298,6 +306,19 @@ if (setup) {
   lock('_debugProcess');
   lock('_kill');
   lock('openStdin');
+  // signals only to itself (a run must not stop its driver or anything else on the machine)
+  const nativeKill = process.kill.bind(process);
+  const selfPid = process.pid;
+  defineProperty(process, 'kill', {
+    value: (pid: number, signal?: string | number) => {
+      if (pid !== selfPid) throw new Err('sandbox: train.ts may signal only its own process');
+      return nativeKill(pid, signal);
+    },
+    writable: false,
+    configurable: false,
+  });
+  // diagnostic reports are written by native code, outside the permission model
+  defineProperty(process, 'report', { value: freeze({ __proto__: null }), writable: false, configurable: false });
   // every buffer the process creates is counted, whoever asks for it
   const nativeCreateBuffer = Dev.createBuffer;
   const nativeDestroy = Dev.destroy;
@@ -438,14 +459,21 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
 
   // probes: which chunks, which row, where, and before or after the real call
   const probeCount = mathMin(chunks, mathMax(4, mathCeil(chunks / 8)));
-  const probed = new U8(chunks);
+  const probed = new U8(chunks); // 0: none, 1: probe after the real call, 2: probe first
+  let firstCount = 0;
+  let lastProbed = 0;
   for (let k = 0; k < probeCount; ) {
     const c = mathFloor(rng() * chunks);
     if (!probed[c]) {
-      probed[c] = 1;
+      probed[c] = rng() < 0.5 ? 2 : 1;
+      if (probed[c] === 2) firstCount++;
+      lastProbed = c;
       k++;
     }
   }
+  if (firstCount === 0) probed[lastProbed] = 2;
+  let spliceChecks = 0;
+  let spliceKnown = 0;
 
   // harness buffers (never from the runtime's pool; the model sees only the two input buffers)
   const made: GPUBuffer[] = [];
@@ -464,10 +492,10 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
   const sumsNats = buffer(chunks * 4, USAGE_STORAGE | USAGE_COPY_SRC);
   const sumsBytes = buffer(chunks * 4, USAGE_STORAGE | USAGE_COPY_SRC);
   const rowCopyA = buffer(T * V * 4, USAGE_STORAGE | USAGE_COPY_DST);
-  const rowCopyB = buffer(T * V * 4, USAGE_STORAGE | USAGE_COPY_DST);
+  const rowCopyB = buffer(T * V * 4, USAGE_STORAGE | USAGE_COPY_DST | USAGE_COPY_SRC);
   const boundBuf = buffer(4, USAGE_STORAGE | USAGE_COPY_DST);
   const diffBuf = buffer(T * 4, USAGE_STORAGE | USAGE_COPY_SRC);
-  const readBuf = buffer(mathMax(chunks, T) * 4, USAGE_MAP_READ | USAGE_COPY_DST);
+  const readBuf = buffer(mathMax(chunks, T, V) * 4, USAGE_MAP_READ | USAGE_COPY_DST);
   const paramBufs: GPUBuffer[] = [];
   const tb = new I32(V);
   for (let i = 0; i < V; i++) tb[i] = s.tokenBytes[i];
@@ -579,7 +607,7 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
     let probeFirst = false;
     if (probed[c] && T >= 2) {
       probeRow = mathFloor(rng() * n);
-      probeFirst = rng() < 0.5;
+      probeFirst = probed[c] === 2;
       // every row of the probe call keeps a prefix and takes its suffix from another row of the split
       for (let r = 0; r < n; r++) {
         const p = 1 + mathFloor(rng() * (T - 1));
@@ -637,12 +665,46 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
         e.name = 'CausalityError';
         throw e;
       }
+      if (probeFirst) {
+        // The probe came first, so nothing the model had seen held its spliced-in token at the
+        // bound: an honest model cannot be sure of it. A model that looks ahead on first sight (and
+        // replays itself later to stay consistent) is: it gave that token almost all its mass.
+        const elem = real.dtype === 'f16' ? 2 : 4;
+        const enc = encoder();
+        call(Dev.copyBufferToBuffer, enc, rowCopyB, (bound - 1) * V * elem, readBuf, 0, V * elem);
+        submit(enc);
+        await (call(Dev.mapAsync, readBuf, MAP_READ, 0, V * elem) as Promise<void>);
+        const row = new F32(V);
+        const mapped = call(Dev.getMappedRange, readBuf, 0, V * elem) as ArrayBuffer;
+        if (elem === 4) row.set(new F32(mapped));
+        else {
+          const h = new Uint16Array(mapped);
+          for (let v = 0; v < V; v++) row[v] = halfToFloat(h[v]);
+        }
+        call(Dev.unmap, readBuf);
+        let m = -Infinity;
+        for (let v = 0; v < V; v++) if (row[v] > m) m = row[v];
+        let z = 0;
+        for (let v = 0; v < V; v++) z += mathExp(row[v] - m);
+        const spliced = probeHost[probeRow * T + bound];
+        const nll = m + mathLog(z) - row[spliced];
+        spliceChecks++;
+        if (nll < 1e-3 && spliced !== host[probeRow * T + bound]) spliceKnown++;
+      }
       rt.release(probeOut.tensor);
     }
     rt.release(real.tensor);
     rowsDone += n;
     // at most a few chunks in flight
     if ((c & 1) === 1) await (call(Dev.onSubmittedWorkDone, queue) as Promise<void>);
+  }
+  if (spliceKnown >= 1 && spliceKnown * 4 >= spliceChecks) {
+    const e = new Err(
+      `the model is not causal: in ${spliceKnown} of ${spliceChecks} probes it gave over 99.9% to a token spliced in after the position it predicted, ` +
+        'which it had never seen: it looks ahead (and replays itself to look consistent). A model that looks ahead gets no score.',
+    );
+    e.name = 'CausalityError';
+    throw e;
   }
   const natsHost = new F32(await readback(sumsNats, chunks * 4));
   const bytesHost = new U32(await readback(sumsBytes, chunks * 4));
@@ -660,8 +722,6 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
   const valBpb = totalNats / (LN2 * totalBytes);
   if (!NumberIsFinite(valBpb)) throw new Err(`evaluateBpb: val_bpb is ${valBpb}`);
   const peakMb = peakBytes / 1024 / 1024;
-  emit(`{"val_bpb":${valBpb},"peak_vram_mb":${peakMb},"training_seconds":${trainingSeconds},"rows":${rowsDone},"probes":${probes}}`);
-  void mathAbs;
-  void mathLog;
+  emit(`{"val_bpb":${valBpb},"peak_vram_mb":${peakMb},"training_seconds":${trainingSeconds},"rows":${rowsDone},"probes":${probes},"splice_checks":${spliceChecks}}`);
   return valBpb;
 }

@@ -121,7 +121,7 @@ const KILL_GRACE_MS = 3000;
 export function runTraining(opts: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const logFd = openSync(opts.logPath, 'w');
-  const env = { ...(opts.env ?? process.env), AUTORESEARCH_RESULT_FD: String(RESULT_FD) };
+  const env: NodeJS.ProcessEnv = { ...(opts.env ?? process.env), AUTORESEARCH_RESULT_FD: String(RESULT_FD) };
   if (opts.setupData) env.AUTORESEARCH_HARNESS_FD = String(SETUP_FD);
   const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', logFd, logFd, 'pipe'];
   if (opts.setupData) stdio.push('pipe');
@@ -216,6 +216,11 @@ export function runTraining(opts: RunOptions): Promise<RunResult> {
         // the harness's own reason (a signed failure line) says more than the exit code
         const r = parseSignedChannel(channel, opts.resultKey);
         if (!r.ok && r.error.startsWith('the harness stopped the run')) error = r.error;
+      }
+      if (!parsed && opts.resultKey && error && !/harness stopped/.test(error)) {
+        // the harness says why on stderr when it could not sign a failure line (it had already scored)
+        const m = /^harness: (.*)$/m.exec(logTail(opts.logPath, 40));
+        if (m) error = `the harness stopped the run: ${m[1]}`;
       }
       const harnessTrainingS = parsed?.training_seconds ?? null;
       resolvePromise(parsed

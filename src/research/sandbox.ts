@@ -41,6 +41,11 @@ export function sandboxEnv(source: NodeJS.ProcessEnv, scratch: string): NodeJS.P
   env.TMPDIR = join(scratch, 'tmp');
   env.XDG_RUNTIME_DIR = join(scratch, 'tmp');
   env.XDG_CACHE_HOME = join(scratch, 'home', '.cache');
+  // Mesa's shader cache is written by native code (out of the permission model's reach anyway):
+  // keep the parent's, so a run does not recompile every shader from cold
+  const home = source.HOME;
+  const mesa = source.MESA_SHADER_CACHE_DIR ?? (source.XDG_CACHE_HOME ? join(source.XDG_CACHE_HOME, 'mesa_shader_cache') : home ? join(home, '.cache', 'mesa_shader_cache') : undefined);
+  if (mesa) env.MESA_SHADER_CACHE_DIR = mesa;
   env.NODE_NO_WARNINGS = '1'; // the permission model's "experimental" warning, once per worker
   return env;
 }
