@@ -592,6 +592,10 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
 
   const host = new I32(chunk * T);
   const targetsHost = new I32(chunk * T);
+  const expectedBytes = new U32(chunks); // from the harness's own targets: a pass that did not run shows
+  // every validation error on the device while the harness scores (its passes, and anything the model
+  // makes fail on purpose to drop a chunk) ends the run
+  call(Dev.pushErrorScope, device, 'validation');
   const probeHost = new I32(chunk * T);
   let rowsDone = 0;
   let probes = 0;
@@ -606,6 +610,9 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
       }
     }
     call(Dev.writeBuffer, queue, targetsBuf, 0, targetsHost.buffer, 0, n * T * 4);
+    let cb = 0;
+    for (let i = 0; i < n * T; i++) cb += s.tokenBytes[targetsHost[i]];
+    expectedBytes[c] = cb;
     let probeRow = -1;
     let bound = 0;
     let probeFirst = false;
@@ -712,9 +719,12 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
   }
   const natsHost = new F32(await readback(sumsNats, chunks * 4));
   const bytesHost = new U32(await readback(sumsBytes, chunks * 4));
+  const scopeError = (await (call(Dev.popErrorScope, device) as Promise<GPUError | null>)) as { message?: string } | null;
+  if (scopeError) throw new Err(`evaluateBpb: a GPU error during evaluation: ${String(scopeError.message).slice(0, 300)}`);
   let totalNats = 0;
   let totalBytes = 0;
   for (let i = 0; i < chunks; i++) {
+    if (bytesHost[i] !== expectedBytes[i]) throw new Err(`evaluateBpb: chunk ${i} was not scored (bytes ${bytesHost[i]}, expected ${expectedBytes[i]})`);
     totalNats += natsHost[i];
     totalBytes += bytesHost[i];
   }

@@ -196,6 +196,20 @@ try {
     const { r, log } = await run(`causality-${mode}`, src);
     crashed(r);
     expect(r.error).toMatch(/not causal/);
+    // the replaying model is consistent under every suffix probe; the splice check is what catches it
+    if (mode === 'replay') expect(r.error).toMatch(/spliced in/);
+    noEscape(log);
+  }, 300_000);
+
+  it('crashes a model that makes the scoring of some chunks fail (invalid logits, GPU errors swallowed)', async () => {
+    const logits = `(() => { let calls = 0; return (ids: any) => {
+      const out = model.logits(ids);
+      if (++calls % 2 === 0) { rt.flush(); (rt.device as any).onuncapturederror = null; out.storage.buffer.destroy(); }
+      return out;
+    }; })()`;
+    const { r, log } = await run('drop-chunks', withLogits(TRAIN, logits));
+    crashed(r);
+    expect(r.error).toMatch(/GPU error|not scored|destroyed|Destroyed/);
     noEscape(log);
   }, 300_000);
 
