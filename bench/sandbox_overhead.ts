@@ -6,15 +6,30 @@
  * first steps (pipeline compilation) left out. Reports steps per 300 s of steady training with and
  * without the sandbox and the loss, with the adapter and date; saves JSON under bench/results/.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runExperiment } from '../src/research/experiment.ts';
 import { netIsolation } from '../src/research/sandbox.ts';
 
-const USAGE = 'Usage: npx tsx bench/sandbox_overhead.ts [--steps N (default 40)] [--rounds R (default 2)] [--warmup W (default 3)] [--json]';
+const USAGE = 'Usage: npx tsx bench/sandbox_overhead.ts [--steps N (default 40)] [--rounds R (default 2)] [--warmup W (default 3)] [--parallel] [--json]\n' +
+  '  --parallel  run the direct and the sandboxed training at the same time (a paired comparison on a shared, busy machine)';
+
+function runDirect(entry: string, repo: string, logPath: string): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('close', () => {
+      writeFileSync(logPath, out);
+      resolvePromise();
+    });
+  });
+}
 
 function stepTimes(log: string): number[] {
   return [...log.matchAll(/dt: (\d+)ms/g)].map((m) => Number(m[1]));
@@ -28,7 +43,7 @@ function median(xs: number[]): number {
 async function main(): Promise<number> {
   let v;
   try {
-    v = parseArgs({ options: { steps: { type: 'string' }, rounds: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
+    v = parseArgs({ options: { steps: { type: 'string' }, rounds: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' }, parallel: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
   } catch (e) {
     console.error(`${(e as Error).message.split('\n')[0]}\n${USAGE}`);
     return 2;
@@ -53,12 +68,10 @@ async function main(): Promise<number> {
   let adapter = '';
   try {
     for (let r = 0; r < rounds; r++) {
-      for (const mode of ['direct', 'sandbox'] as const) {
+      const one = async (mode: 'direct' | 'sandbox') => {
         const logPath = join(work, `${mode}-${r}.log`);
-        if (mode === 'direct') {
-          const out = spawnSync(process.execPath, ['--import', 'tsx', entry], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
-          writeFileSync(logPath, out.stdout + out.stderr);
-        } else {
+        if (mode === 'direct') await runDirect(entry, repo, logPath);
+        else {
           const res = await runExperiment({ repoDir: repo, trainSource: source, logPath, maxSteps: steps, evalRows: 1, evalSeqLen: 64 });
           if (!res.ok) throw new Error(`sandboxed run failed: ${res.error}`);
         }
@@ -68,6 +81,11 @@ async function main(): Promise<number> {
         if (dt.length < steps - warmup) throw new Error(`${mode} run ${r}: ${dt.length} step times in its log (expected ${steps - warmup})`);
         runs.push({ mode, dt });
         console.error(`${mode} round ${r + 1}: median step ${median(dt).toFixed(0)} ms`);
+      };
+      if (v.parallel) await Promise.all([one('direct'), one('sandbox')]);
+      else {
+        await one('direct');
+        await one('sandbox');
       }
     }
   } finally {
@@ -85,6 +103,8 @@ async function main(): Promise<number> {
     steps_per_run: steps,
     warmup_steps_left_out: warmup,
     rounds,
+    parallel: Boolean(v.parallel),
+    load_average_1m: loadavg()[0],
     direct: { mean_step_ms: mean(direct), median_step_ms: median(direct), steps_per_300s: stepsPer300(direct) },
     sandbox: { mean_step_ms: mean(sandbox), median_step_ms: median(sandbox), steps_per_300s: stepsPer300(sandbox) },
     steps_lost_percent: 100 * (1 - stepsPer300(sandbox) / stepsPer300(direct)),
@@ -94,7 +114,7 @@ async function main(): Promise<number> {
   writeFileSync(join(repo, 'bench', 'results', 'sandbox_overhead.json'), JSON.stringify(result, null, 2) + '\n');
   if (v.json) console.log(JSON.stringify(result, null, 2));
   else {
-    console.log(`sandbox overhead on ${adapter}, ${result.date} (${rounds} rounds × ${steps} steps, first ${warmup} left out)`);
+    console.log(`sandbox overhead on ${adapter}, ${result.date} (${rounds} rounds × ${steps} steps, first ${warmup} left out${result.parallel ? ', direct and sandboxed side by side' : ''}; load average ${result.load_average_1m.toFixed(1)})`);
     console.log(`  direct : ${result.direct.mean_step_ms.toFixed(1)} ms/step mean, ${result.direct.median_step_ms.toFixed(1)} median → ${result.direct.steps_per_300s.toFixed(0)} steps / 300 s`);
     console.log(`  sandbox: ${result.sandbox.mean_step_ms.toFixed(1)} ms/step mean, ${result.sandbox.median_step_ms.toFixed(1)} median → ${result.sandbox.steps_per_300s.toFixed(0)} steps / 300 s`);
     console.log(`  steps lost to the sandbox: ${result.steps_lost_percent.toFixed(2)}% (by median step: ${result.steps_lost_percent_by_median.toFixed(2)}%)`);

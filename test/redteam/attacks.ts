@@ -116,7 +116,8 @@ fn cheat(@builtin(global_invocation_id) gid: vec3u) {
   if (params.mode == 1u) {
     var same = true;
     for (var k = 0u; k <= t; k++) { if (ids[r * params.seq + k] != i32(prev[r * params.seq + k])) { same = false; break; } }
-    if (same && t + 1u < params.seq) { next = i32(prev[i + 1u]); }
+    // (a lone BOS is shared by every row: replay from the second token of a repeated prefix on)
+    if (same && t >= 1u && t + 1u < params.seq) { next = i32(prev[i + 1u]); }
   }
   if (params.mode == 2u && t + 2u >= params.seq) { next = ids[i]; }
   for (var v = 0u; v < params.vocab; v++) { logits[i * params.vocab + v] = 0.0; }
