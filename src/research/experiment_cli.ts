@@ -80,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`npm run experiment: cannot read ${args.file}`);
     return 2;
   }
-  console.log(`experiment: guard, sandbox and harness for ${args.file}${args.maxSteps !== undefined ? ` (at most ${args.maxSteps} steps)` : ''}; train.ts's output: ${args.log}`);
+  console.log(`experiment: guard, sandbox and harness for ${args.file}${args.maxSteps !== undefined ? ` (at most ${args.maxSteps} step${args.maxSteps === 1 ? "" : "s"})` : ''}; train.ts's output: ${args.log}`);
   const r = await runExperiment({ repoDir: args.repo, trainSource: source, logPath: args.log, maxSteps: args.maxSteps });
   if (r.rejected) {
     console.log(`rejected (nothing was run):\n${r.rejected}`);
