@@ -22,12 +22,13 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { ts } from 'ts-morph';
+import { nativeVulkanProbe } from '../gpu/device.ts';
 
 /** Environment variables a run may see (values copied from the parent when set). */
 export const ENV_ALLOW = [
   'PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM', 'COLUMNS',
   // software adapters and GPU drivers
-  'EGL_PLATFORM', 'VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'VK_LOADER_DEBUG', 'LD_LIBRARY_PATH', 'LIBGL_ALWAYS_SOFTWARE', 'GALLIUM_DRIVER',
+  'EGL_PLATFORM', 'VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'VK_LOADER_DEBUG', 'VK_LOADER_DRIVERS_SELECT', 'VK_LOADER_DRIVERS_DISABLE', 'LD_LIBRARY_PATH', 'LIBGL_ALWAYS_SOFTWARE', 'GALLIUM_DRIVER',
   'LP_NUM_THREADS', 'MESA_LOADER_DRIVER_OVERRIDE', 'MESA_SHADER_CACHE_DISABLE', 'CUDA_VISIBLE_DEVICES', 'DISPLAY', 'WAYLAND_DISPLAY',
   // the project's own settings
   'AUTORESEARCH_CACHE', 'AUTORESEARCH_GPU', 'AUTORESEARCH_GPU_DISABLE', 'AUTORESEARCH_PEAK_TFLOPS', 'AUTORESEARCH_QUIET_DAWN',
@@ -47,7 +48,22 @@ export function sandboxEnv(source: NodeJS.ProcessEnv, scratch: string): NodeJS.P
   const mesa = source.MESA_SHADER_CACHE_DIR ?? (source.XDG_CACHE_HOME ? join(source.XDG_CACHE_HOME, 'mesa_shader_cache') : home ? join(home, '.cache', 'mesa_shader_cache') : undefined);
   if (mesa) env.MESA_SHADER_CACHE_DIR = mesa;
   env.NODE_NO_WARNINGS = '1'; // the permission model's "experimental" warning, once per worker
+  // The runtime looks for GPU device nodes (/dev/dri/renderD*, /dev/nvidia*) before asking Vulkan;
+  // /dev is not readable inside, so the parent looks and passes on what the runtime would have done
+  const probe = nativeVulkanProbe(env, gpuDeviceNodes());
+  if (probe.probeEnv) Object.assign(env, probe.probeEnv);
   return env;
+}
+
+function gpuDeviceNodes(): string[] {
+  const list = (dir: string, re: RegExp) => {
+    try {
+      return readdirSync(dir).filter((n) => re.test(n)).map((n) => `${dir}/${n}`);
+    } catch {
+      return [];
+    }
+  };
+  return process.platform === 'linux' ? [...list('/dev/dri', /^renderD\d+$/), ...list('/dev', /^(nvidia\d+|dxg)$/)] : [];
 }
 
 // ---------------------------------------------------------------------------------------------
