@@ -143,6 +143,21 @@ const USAGE_MAP_READ = 0x01;
 const USAGE_UNIFORM = 0x40;
 const MAP_READ = 0x1;
 
+/**
+ * An array for the WebGPU bindings whose iteration cannot be redirected: its own Symbol.iterator,
+ * yielding its own elements (patching Array.prototype or the array iterator's `next` changes nothing).
+ */
+function list<T>(a: T[]): T[] {
+  defineProperty(a, Symbol.iterator, {
+    value: () => {
+      let i = 0;
+      return { __proto__: null, next: () => (i < a.length ? { __proto__: null, value: a[i++], done: false } : { __proto__: null, value: undefined, done: true }) };
+    },
+    enumerable: false,
+  });
+  return a;
+}
+
 /** A descriptor object nothing on Object.prototype can add fields to. */
 function desc<T extends object>(fields: T): T {
   const o = { __proto__: null, ...fields } as unknown as T;
@@ -532,7 +547,7 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
     return b;
   };
   const entries = (bufs: { buffer: GPUBuffer; offset: number; size: number | undefined }[]) => {
-    const out: object[] = [];
+    const out: object[] = list<object>([]);
     for (let i = 0; i < bufs.length; i++) {
       const r = bufs[i];
       out[i] = desc({ binding: i, resource: r.size === undefined ? desc({ buffer: r.buffer, offset: r.offset }) : desc({ buffer: r.buffer, offset: r.offset, size: r.size }) });
@@ -553,7 +568,7 @@ async function evaluate(s: HarnessSetup, data: Int32Array, rt: ModelRuntime, log
   };
   const submit = (enc: GPUCommandEncoder) => {
     const cb = call(Dev.finish, enc);
-    call(Dev.submit, queue, [cb]);
+    call(Dev.submit, queue, list([cb]));
   };
   const encoder = () => call(Dev.createCommandEncoder, device, desc({})) as GPUCommandEncoder;
   const readback = async (src: GPUBuffer, bytes: number): Promise<ArrayBuffer> => {
