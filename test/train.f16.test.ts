@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 vi.mock('../prepare.ts', async (importOriginal) => ({ ...(await importOriginal<typeof import('../prepare.ts')>()), TIME_BUDGET: 1e9 }));
 import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
+import { startRun } from '../src/harness.ts';
 import { train } from '../train.ts';
 import { requireFeature, testRuntime } from './setup.ts';
 
@@ -42,7 +43,7 @@ async function lossCurve(tokenizer: Tokenizer, precision: 'f16' | 'f32'): Promis
     return true;
   });
   try {
-    const summary = await train({ runtime: rt, tokenizer, maxSteps: 40, config: TINY, precision });
+    const summary = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY, precision }));
     return { losses, valBpb: summary.val_bpb };
   } finally {
     log.mockRestore();
