@@ -12,6 +12,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ApiAbortedError, FatalApiError, ResearchAgent, type Conversation } from './agent.ts';
+import { apiReference } from './api_reference.ts';
 import { applyEdits, type Proposal } from './edits.ts';
 import { ResearchGit } from './git.ts';
 import { compareHashes, hashProtected, TrainGuard } from './guard.ts';
@@ -522,7 +523,7 @@ export class ResearchDriver {
     const conv = agent.startConversation({
       programMd: this.#readOr('program.md', '(program.md is missing)'),
       readme: this.#readOr('README.md', '(no README.md)'),
-      prepareTs: this.#readOr('prepare.ts', '(prepare.ts is missing)'),
+      apiReference: apiReference(this.repoDir),
       baselineLog: this.#baselineLog(),
       trainTs: base,
       state: await this.#stateText(n),

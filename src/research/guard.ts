@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join, posix, relative, resolve } from 'node:path';
 import { Node, Project, SyntaxKind, ts, type SourceFile } from 'ts-morph';
+import { contractProblems } from './contract.ts';
 
 /** Files and folders (relative to the repo root) that must stay byte-identical during research. */
 export const PROTECTED_PATHS = ['prepare.ts', 'program.md', 'src', 'kernels', 'package.json', 'package-lock.json', 'tsconfig.json'] as const;
@@ -131,6 +132,8 @@ export class TrainGuard {
       problems.push(`${where}: TS${d.getCode()}: ${message}`);
     }
     if (errors.length > this.#maxTypeErrors) problems.push(`… and ${errors.length - this.#maxTypeErrors} more type errors`);
+    // the exports the harness imports (src/train_contract.ts); checked on a train.ts that compiles
+    if (!errors.length) problems.push(...contractProblems(sf, this.file, this.repoDir, this.#typeCheck, this.#maxTypeErrors));
     return { ok: problems.length === 0, problems };
   }
 }
