@@ -10,6 +10,7 @@
  */
 import { BufferPool, StagingPool } from './buffers.ts';
 import { acquireGpu, type AcquireOptions, type Gpu } from './device.ts';
+import { readSubgroupMatrixSupport, type SubgroupMatrixSupport } from './subgroup_matrix.ts';
 import { DTYPE_BYTES, type DType, numel, Tensor } from './tensor.ts';
 import { type Defines, loadSource, type Reflection } from './wgsl.ts';
 
@@ -68,6 +69,8 @@ export class Runtime {
   readonly pool: BufferPool;
   readonly limits: GPUSupportedLimits;
   readonly f16: boolean;
+  /** Subgroup-matrix configs and subgroup sizes (null without the feature): see subgroup_matrix.ts. */
+  readonly subgroupMatrix: SubgroupMatrixSupport | null;
   readonly #staging: StagingPool;
   readonly #kernels = new Map<string, Kernel>();
   readonly #paramsLayout: GPUBindGroupLayout;
@@ -94,6 +97,7 @@ export class Runtime {
     this.device = device;
     this.limits = device.limits;
     this.f16 = device.features.has('shader-f16');
+    this.subgroupMatrix = readSubgroupMatrixSupport(gpu);
     this.pool = new BufferPool(device, Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize));
     this.pool.onDestroy = () => {
       for (const k of this.#kernels.values()) k.bindGroups.clear();

@@ -140,7 +140,10 @@ export function loadSource(source: string | { code: string }, defines: Defines, 
   const readInclude = (file: string) => readFileSync(KERNEL_DIR + file, 'utf8');
   const raw = typeof source === 'string' ? readInclude(source) : source.code;
   const header = dtype === 'f16' ? 'enable f16;\nalias T = f16;\n' : 'alias T = f32;\n';
-  const body = preprocess(raw, { ...defines, [dtype.toUpperCase()]: true }, readInclude);
-  const code = header + body;
+  let body = preprocess(raw, { ...defines, [dtype.toUpperCase()]: true }, readInclude);
+  // enable/requires/diagnostic directives must precede every declaration: hoist a kernel's own above the header
+  const directives: string[] = [];
+  body = body.replace(/^[ \t]*(?:enable|requires|diagnostic)\b[^;{]*;[ \t]*$/gm, (d) => (directives.push(d.trim()), ''));
+  const code = [...new Set(directives)].map((d) => d + '\n').join('') + header + body;
   return { code, reflection: reflect(code) };
 }
