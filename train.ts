@@ -18,6 +18,7 @@ import type { Tensor } from './src/gpu/tensor.ts';
 import { adamwStep } from './src/ops/adamw.ts';
 import { copy } from './src/ops/elementwise.ts';
 import { buildEmbeddingIndex, type EmbeddingIndex } from './src/ops/embedding.ts';
+import { matmulPrecision } from './src/ops/matmul_subgroup_matrix.ts';
 import { createMuonState, muonStep, type MuonState } from './src/ops/muon.ts';
 import { rotaryTables } from './src/ops/rotary.ts';
 import { isMain } from './src/util/main.ts';
@@ -459,7 +460,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   console.log(`Time budget: ${TIME_BUDGET}s`);
   console.log(`Gradient accumulation steps: ${gradAccumSteps}`);
-  const peak = peakFlops(rt.gpu.info, 'f32');
+  const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, 'f32')); // MFU against the peak of the units the matmuls run on
   if (!peak) console.log('MFU: peak FLOP/s of this adapter unknown (set AUTORESEARCH_PEAK_TFLOPS); reporting 0');
 
   // ---------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 /**
  * @file `npm run bench [-- --suite LIST] [--filter RE] [--size small|model] [--json] [--repeats N]
- * [--warmup N] [--wallclock] [--out FILE]`
+ * [--warmup N] [--wallclock] [--out FILE] [--tune]`
  * Runs the kernel suites and the training-step bench on the adapter this machine has, prints a table
  * (or JSON with --json) and saves the results with the adapter, date and commit under bench/results/.
  * Default sizes: the default model's shapes on a hardware GPU, a small set on a software adapter.
  * `--suite` takes family names (comma-separated: elementwise, matmul, attention, norm, loss,
  * optimizer, embedding, eval_bpb, step); `--filter` is a regular expression over `family case-name`.
  * A case that throws is reported as failed (the exit status is then 1) and the run goes on.
+ * `--tune` first times the subgroup-matrix GEMM's candidate configurations for the model's matmul
+ * products on this adapter and caches the winners (src/ops/matmul_tune.ts), then runs the suites
+ * (only matmul unless --suite says otherwise) with them.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -63,6 +66,7 @@ async function main(): Promise<number> {
       warmup: { type: 'string' },
       out: { type: 'string' },
       wallclock: { type: 'boolean', default: false },
+      tune: { type: 'boolean', default: false },
     },
   });
   // with --json, stdout carries the JSON alone: what code under test logs goes to stderr
@@ -70,7 +74,7 @@ async function main(): Promise<number> {
   const timing = { repeats: countArg('repeats', values.repeats), warmup: countArg('warmup', values.warmup), wallclock: values.wallclock };
   const suites = await Promise.all(SUITES.map(async (load) => (await load()).suite));
   const families = suites.map((s) => s.family);
-  const wanted = values.suite ? values.suite.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : null;
+  const wanted = values.suite ? values.suite.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : values.tune ? ['matmul'] : null;
   const unknown = (wanted ?? []).filter((w) => !families.includes(w));
   if (unknown.length) throw new Error(`--suite: unknown ${unknown.join(', ')}; the suites are ${families.join(', ')}`);
   const rt = await Runtime.create();
@@ -80,6 +84,7 @@ async function main(): Promise<number> {
   const log = (s: string) => (values.json ? process.stderr : process.stdout).write(s + '\n');
   log(rt.gpu.describe());
   log(`sizes: ${size}${rt.gpu.info.software ? ' (software adapter: speeds here say nothing about GPUs)' : ''}`);
+  const tuned = values.tune ? await tune(rt, size, log) : undefined;
   const results: BenchResult[] = [];
   const skipped: NotRun[] = [];
   const failed: NotRun[] = [];
@@ -117,7 +122,7 @@ async function main(): Promise<number> {
     for (const c of all) if (!chosen.includes(c)) c.dispose?.();
     rt.pool.trim();
   }
-  const record = { adapter: rt.gpu.info, date: new Date().toISOString(), commit: commit(), size, results, skipped, failed };
+  const record = { adapter: rt.gpu.info, date: new Date().toISOString(), commit: commit(), size, ...(tuned ? { tuned } : {}), results, skipped, failed };
   const out = values.out ?? `bench/results/${record.date.slice(0, 19).replace(/[:T]/g, '-')}-${rt.gpu.info.name.replace(/[^\w.-]+/g, '_').slice(0, 40)}.json`;
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(record, null, 2));
@@ -133,6 +138,29 @@ async function main(): Promise<number> {
     log('\n' + sections.join('\n\n') + `\n\nsaved ${out}`);
   }
   return failed.length ? 1 : 0;
+}
+
+/** `--tune`: the matmul autotuner over the model's products; returns what it chose (kept in the JSON). */
+async function tune(rt: Runtime, size: SizeSet, log: (s: string) => void): Promise<Record<string, unknown>[]> {
+  const { tuneProblems } = await import('./matmul.bench.ts');
+  const { problemKey, tuneGemm } = await import('../src/ops/matmul_tune.ts');
+  if (!rt.subgroupMatrix) {
+    log('tune: this adapter has no subgroup matrices; the SIMT kernels have nothing to tune');
+    return [];
+  }
+  const out: Record<string, unknown>[] = [];
+  for (const p of tuneProblems(size)) {
+    log(`tune ${problemKey(p)}:`);
+    const choice = await tuneGemm(rt, p, { budgetMs: size === 'model' ? 60_000 : 20_000, onProgress: log });
+    if (!choice) {
+      log('  no candidate ran');
+      continue;
+    }
+    const speedup = choice.defaultMs ? ` (default ${choice.defaultMs.toFixed(3)} ms)` : '';
+    log(`  → ${choice.fragment} ${JSON.stringify(choice.tile)} split ${choice.splitK || 'auto'}: ${choice.ms.toFixed(3)} ms${speedup}`);
+    out.push({ problem: problemKey(p), ...choice });
+  }
+  return out;
 }
 
 process.exit(await main());

@@ -14,6 +14,7 @@ import { VOCAB_SIZE } from '../prepare.ts';
 import { scale } from '../src/autograd/basic.ts';
 import { type Tape, useRuntime } from '../src/autograd/tape.ts';
 import { peakFlops } from '../src/gpu/peaks.ts';
+import { matmulPrecision } from '../src/ops/matmul_subgroup_matrix.ts';
 import type { Runtime, TimedDispatch } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
 import { copy } from '../src/ops/elementwise.ts';
@@ -143,7 +144,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
     get flops() {
       return flopsPerToken * totalBatchSize;
     },
-    precision: 'f32',
+    precision: matmulPrecision(rt, 'f32'),
     setup: () => {
       if (s) return;
       rt.pool.resetPeak(); // peak_vram_mb: this model's step, not earlier suites
@@ -183,7 +184,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
       const dispatchesPerStep = (rt.dispatches - dispatches0) / steps;
       const ms = median(walls);
       const tokensPerS = totalBatchSize / (ms / 1000);
-      const peak = peakFlops(rt.gpu.info, 'f32');
+      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, 'f32')); // the units the step's matmuls run on
       const counts = s!.model.numScalingParams();
       const extra: Record<string, number | string> = {
         tokens_per_s: tokensPerS,

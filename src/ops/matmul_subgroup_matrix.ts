@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Precision } from '../gpu/peaks.ts';
 import type { Kernel, Runtime } from '../gpu/runtime.ts';
 import { grid1d, MAX_GRID } from '../gpu/runtime.ts';
 import {
@@ -110,6 +111,15 @@ export function planSplits(M: number, N: number, K: number, batch: number, f: Fr
 /** The fragment this runtime's subgroup-matrix GEMM uses, or null when the adapter has none for f16. */
 export function sgmatFragment(rt: Runtime): FragmentConfig | null {
   return pickF16Fragment(rt.subgroupMatrix);
+}
+
+/**
+ * The precision, and so the peak, that matmuls over `dtype` operands run at on this runtime: the
+ * f16 matrix-unit peak when they go to subgroup matrices, else the f16 or f32 vector (FMA) peak.
+ * MFU and `% of peak` use it, so no figure is flattered by the wrong denominator.
+ */
+export function matmulPrecision(rt: Runtime, dtype: 'f32' | 'f16'): Precision {
+  return dtype === 'f32' ? 'f32' : sgmatFragment(rt) ? 'f16-matrix' : 'f16';
 }
 
 // ---------------------------------------------------------------------------------------------
