@@ -139,11 +139,10 @@ export interface LoadedSource {
 export function loadSource(source: string | { code: string }, defines: Defines, dtype: 'f32' | 'f16'): LoadedSource {
   const readInclude = (file: string) => readFileSync(KERNEL_DIR + file, 'utf8');
   const raw = typeof source === 'string' ? readInclude(source) : source.code;
-  const header = dtype === 'f16' ? 'enable f16;\nalias T = f16;\n' : 'alias T = f32;\n';
   let body = preprocess(raw, { ...defines, [dtype.toUpperCase()]: true }, readInclude);
-  // enable/requires/diagnostic directives must precede every declaration: hoist a kernel's own above the header
-  const directives: string[] = [];
+  // enable/requires/diagnostic directives must precede every declaration: the kernel's own go above the alias
+  const directives = dtype === 'f16' ? ['enable f16;'] : [];
   body = body.replace(/^[ \t]*(?:enable|requires|diagnostic)\b[^;{]*;[ \t]*$/gm, (d) => (directives.push(d.trim()), ''));
-  const code = [...new Set(directives)].map((d) => d + '\n').join('') + header + body;
+  const code = [...new Set(directives)].map((d) => d + '\n').join('') + `alias T = ${dtype};\n` + body;
   return { code, reflection: reflect(code) };
 }
