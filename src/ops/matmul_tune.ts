@@ -16,8 +16,10 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Runtime } from '../gpu/runtime.ts';
+import type { Tensor } from '../gpu/tensor.ts';
 import { candidateFragments, type FragmentConfig, fragmentLabel } from '../gpu/subgroup_matrix.ts';
 import type { GemmArgs } from './matmul.ts';
+import { Rng } from '../util/rng.ts';
 import { blockShape, defaultTile, gemmSubgroupMatrix, type SgTile, sgmatSourceHash, tileLabel, tileProblem } from './matmul_subgroup_matrix.ts';
 
 /** A product as the tuner sees it (strides do not change which kernel wins; vec4 eligibility is part of M, N, K). */
@@ -221,7 +223,7 @@ export function candidates(rt: Runtime, p: GemmProblem, limit = 24): Candidate[]
     const key = `${fragmentLabel(fragment)}|${tileLabel(tile)}|${splitK ?? 'auto'}`;
     if (seen.has(key) || tileProblem(rt, fragment, tile, p.transA, p.transB)) return;
     const { BM, BN } = blockShape(fragment, tile);
-    if (BM > 2 * Math.max(p.M, 16) * 2 && BN > 2 * Math.max(p.N, 16) * 2) return; // far larger than the product
+    if (BM > 4 * Math.max(p.M, 16) && BN > 4 * Math.max(p.N, 16)) return; // far larger than the product
     seen.add(key);
     out.push({ fragment, tile, splitK });
   };
@@ -252,38 +254,47 @@ export interface TuneOptions {
   onProgress?: (msg: string) => void;
 }
 
+/** The product's operands, filled with random values (all-zero inputs would understate power draw and so time). */
+interface Operands {
+  g: GemmArgs;
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+}
+
+function operands(rt: Runtime, p: GemmProblem): Operands {
+  const g: GemmArgs = {
+    M: p.M, N: p.N, K: p.K, batch: p.batch, transA: p.transA, transB: p.transB,
+    lda: p.transA ? p.M : p.K, ldb: p.transB ? p.K : p.N, ldc: p.N,
+    strideA: p.batch > 1 ? p.M * p.K : 0, strideB: p.batch > 1 ? p.K * p.N : 0, strideC: p.M * p.N,
+    beta: p.accumulate ? 1 : 0,
+  };
+  const rng = new Rng(1);
+  const random = (n: number, dtype: 'f16' | 'f32') => rt.keep(rt.fromArray(rng.uniformArray(n, -1, 1), [n], dtype));
+  return { g, a: random(p.batch * p.M * p.K, 'f16'), b: random(p.batch * p.K * p.N, 'f16'), c: random(p.batch * p.M * p.N, p.cDtype) };
+}
+
 /** Median milliseconds of one product with candidate `c` (GPU timestamps when available). */
-async function timeCandidate(rt: Runtime, p: GemmProblem, c: Candidate | null, reps: number): Promise<number> {
-  return rt.scopeAsync(async () => {
-    const g: GemmArgs = {
-      M: p.M, N: p.N, K: p.K, batch: p.batch, transA: p.transA, transB: p.transB,
-      lda: p.transA ? p.M : p.K, ldb: p.transB ? p.K : p.N, ldc: p.N,
-      strideA: p.batch > 1 ? p.M * p.K : 0, strideB: p.batch > 1 ? p.K * p.N : 0, strideC: p.M * p.N,
-      beta: p.accumulate ? 1 : 0,
-    };
-    const a = rt.zeros([p.batch * p.M * p.K], 'f16');
-    const b = rt.zeros([p.batch * p.K * p.N], 'f16');
-    const cT = rt.zeros([p.batch * p.M * p.N], p.cDtype);
-    const opts = c ? { fragment: c.fragment, tile: c.tile, splitK: c.splitK } : {};
-    gemmSubgroupMatrix(rt, a, b, cT, g, opts); // warm-up: compiles the pipeline
-    await rt.sync();
-    const times: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      if (rt.canProfile) {
-        rt.startProfile();
-        gemmSubgroupMatrix(rt, a, b, cT, g, opts);
-        const timed = await rt.endProfile();
-        times.push(timed.reduce((s, t) => s + t.ms, 0));
-      } else {
-        const t0 = performance.now();
-        gemmSubgroupMatrix(rt, a, b, cT, g, opts);
-        await rt.sync();
-        times.push(performance.now() - t0);
-      }
+async function timeCandidate(rt: Runtime, x: Operands, c: Candidate, reps: number): Promise<number> {
+  const opts = { fragment: c.fragment, tile: c.tile, splitK: c.splitK };
+  const run = () => void gemmSubgroupMatrix(rt, x.a, x.b, x.c, x.g, opts);
+  run(); // warm-up: compiles the pipeline
+  await rt.sync();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    if (rt.canProfile) {
+      rt.startProfile();
+      run();
+      times.push((await rt.endProfile()).reduce((s, t) => s + t.ms, 0));
+    } else {
+      const t0 = performance.now();
+      run();
+      await rt.sync();
+      times.push(performance.now() - t0);
     }
-    times.sort((x, y) => x - y);
-    return times[Math.floor(times.length / 2)];
-  });
+  }
+  times.sort((u, v) => u - v);
+  return times[Math.floor(times.length / 2)];
 }
 
 /** Times the candidates for one product, saves and returns the winner (null: no candidate ran). */
@@ -295,20 +306,22 @@ export async function tuneGemm(rt: Runtime, p: GemmProblem, o: TuneOptions = {})
   let best: { c: Candidate; ms: number } | null = null;
   let defaultMs: number | null = null;
   let tried = 0;
+  const x = operands(rt, p);
   for (const c of list) {
     if (tried > 0 && performance.now() > deadline) break;
     let ms: number;
     try {
-      ms = await timeCandidate(rt, p, c, reps);
+      ms = await timeCandidate(rt, x, c, reps);
     } catch (e) {
       o.onProgress?.(`  ${fragmentLabel(c.fragment)} ${tileLabel(c.tile)}: failed (${(e as Error).message.split('\n')[0]})`);
       continue;
     }
     tried++;
-    if (tried === 1 && !o.only) defaultMs = ms; // candidates() lists the default first
+    if (c === list[0] && !o.only) defaultMs = ms; // candidates() lists the default first
     o.onProgress?.(`  ${fragmentLabel(c.fragment)} ${tileLabel(c.tile)} split ${c.splitK ?? 'auto'}: ${ms.toFixed(3)} ms`);
     if (!best || ms < best.ms) best = { c, ms };
   }
+  for (const t of [x.a, x.b, x.c]) rt.release(t);
   if (!best) return null;
   const choice: TunedChoice = {
     fragment: fragmentLabel(best.c.fragment),
