@@ -108,9 +108,38 @@ export function planSplits(M: number, N: number, K: number, batch: number, f: Fr
   return { splits, kChunk: splits === 1 ? Math.max(K, 1) : kChunk };
 }
 
-/** The fragment this runtime's subgroup-matrix GEMM uses, or null when the adapter has none for f16. */
+/**
+ * The default tiling shrunk until this adapter can run it (fewer fragments per subgroup, then
+ * shallower slabs, then fewer subgroups), or null when not even the smallest fits.
+ */
+export function runnableDefaultTile(rt: Pick<Runtime, 'limits'>, f: FragmentConfig, transA = false, transB = false): SgTile | null {
+  const d = defaultTile(f);
+  const tries: SgTile[] = [
+    d,
+    { ...d, TN: Math.max(1, d.TN >> 1) },
+    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1) },
+    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1), BK: f.K * Math.max(1, Math.floor(16 / f.K)) },
+    { WM: 2, WN: 1, TM: 1, TN: 1, BK: f.K * Math.max(1, Math.floor(16 / f.K)) },
+    { WM: 1, WN: 1, TM: 1, TN: 1, BK: f.K * Math.max(1, Math.floor(32 / f.K)) },
+  ];
+  return tries.find((t) => !tileProblem(rt, f, t, transA, transB)) ?? null;
+}
+
+const fragments = new WeakMap<Runtime, FragmentConfig | null>();
+
+/**
+ * The fragment this runtime's subgroup-matrix GEMM uses, or null when the adapter has no f16
+ * config (or no tiling of it fits the adapter's limits): then f16 matmuls run on SIMT kernels.
+ * Decided once per runtime.
+ */
 export function sgmatFragment(rt: Runtime): FragmentConfig | null {
-  return pickF16Fragment(rt.subgroupMatrix);
+  let f = fragments.get(rt);
+  if (f === undefined) {
+    f = pickF16Fragment(rt.subgroupMatrix);
+    if (f && [false, true].some((ta) => [false, true].some((tb) => !runnableDefaultTile(rt, f!, ta, tb)))) f = null;
+    fragments.set(rt, f);
+  }
+  return f;
 }
 
 /**
@@ -196,7 +225,7 @@ export function planSgGemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: Gemm
   const tuned = o.fragment || o.tile ? null : tunedChoice(rt, g, c.dtype === 'f16' ? 'f16' : 'f32');
   const fragment = o.fragment ?? tuned?.fragment ?? sgmatFragment(rt);
   if (!fragment) throw new Error('subgroup-matrix GEMM: this adapter has no f16 subgroup-matrix config');
-  const tile = o.tile ?? tuned?.tile ?? defaultTile(fragment);
+  const tile = o.tile ?? tuned?.tile ?? runnableDefaultTile(rt, fragment, !!g.transA, !!g.transB) ?? defaultTile(fragment);
   const problem = tileProblem(rt, fragment, tile, !!g.transA, !!g.transB);
   if (problem) throw new Error(`subgroup-matrix GEMM tile ${tileLabel(tile)} (${fragmentLabel(fragment)}): ${problem}`);
   const { splits, kChunk } = planSplits(g.M, g.N, g.K, g.batch ?? 1, fragment, tile, o.splitK ?? tuned?.splitK);

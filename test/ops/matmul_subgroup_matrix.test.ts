@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { fromF16Bits, f16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES, SUBGROUP_MATRIX_FEATURE } from '../../src/gpu/subgroup_matrix.ts';
 import { gemm, type GemmArgs, gemmRef, matmul, matmulRef } from '../../src/ops/matmul.ts';
-import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, type SgGemmOptions, type SgTile, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
+import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, type SgTile, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectClose, testRuntime } from '../setup.ts';
 
@@ -119,6 +119,16 @@ describe('subgroup-matrix GEMM planning', () => {
     expect(tileProblem(h100, f16x16, t)).toBeNull();
     const f16x8x8 = { ...f16x16, N: 8, K: 8, native: { M: 16, N: 8, K: 8 } };
     expect(blockShape(f16x8x8, defaultTile(f16x8x8))).toEqual({ BM: 64, BN: 128, WG: 128 });
+  });
+
+  it('shrinks the default tiling to what the adapter allows', () => {
+    const small16k = { limits: { ...h100.limits, maxComputeWorkgroupStorageSize: 16384 } as GPUSupportedLimits };
+    const t = runnableDefaultTile(small16k, f16x16, false, true)!;
+    expect(t).not.toEqual(defaultTile(f16x16));
+    expect(tileProblem(small16k, f16x16, t, false, true)).toBeNull();
+    expect(runnableDefaultTile(h100, f16x16)).toEqual(defaultTile(f16x16));
+    const tiny = { limits: { ...h100.limits, maxComputeWorkgroupStorageSize: 1024 } as GPUSupportedLimits };
+    expect(runnableDefaultTile(tiny, f16x16)).toBeNull();
   });
 
   it('rejects tilings the adapter cannot run', () => {
