@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { fromF16Bits, f16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES, SUBGROUP_MATRIX_FEATURE } from '../../src/gpu/subgroup_matrix.ts';
 import { gemm, type GemmArgs, gemmRef, matmul, matmulRef } from '../../src/ops/matmul.ts';
-import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, type SgTile, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
+import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, sgmatSource, type SgTile, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
+import { loadSource } from '../../src/gpu/wgsl.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectClose, testRuntime } from '../setup.ts';
 
@@ -94,6 +95,25 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
 
   it('split-K reduces into f16 C and batched TN', () =>
     check(dense(16, 24, 520, { transA: true }, { cF16: true, batch: 2, strideA: 520 * 16, strideB: 520 * 24, strideC: 16 * 24 }), { tile: small(nativeFragments(support!)[0]), splitK: 4 }));
+
+  it("type-checks the whole GEMM kernel with NVIDIA's native fragments in every variant", async () => {
+    for (const shape of NVIDIA_SHAPES) {
+      const f: FragmentConfig = { ...shape, native: shape, input: 'f16', result: 'f32', subgroupSize: 32, emulated: false };
+      for (let bits = 0; bits < 16; bits++) {
+        const v = { transA: !!(bits & 1), transB: !!(bits & 2), cF16: !!(bits & 4), vec4: !!(bits & 8) };
+        const defines = { A_T: v.transA, B_T: v.transB, C_F16: v.cF16, VEC4: v.vec4 };
+        const { code } = loadSource({ code: sgmatSource(f, defaultTile(f), v) }, defines, 'f32');
+        const module = rt!.device.createShaderModule({ code });
+        const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}: ${m.message}`);
+        expect(errors, `${fragmentLabel(f)} ${JSON.stringify(v)}`).toEqual([]);
+        // the pipeline may fail only for want of the hardware shape (not for workgroup size or memory)
+        rt!.device.pushErrorScope('validation');
+        rt!.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'matmul_sgmat' } });
+        const err = await rt!.device.popErrorScope();
+        if (err) expect(err.message).toMatch(/Subgroup matrix usage found which is not supported by the device/);
+      }
+    }
+  });
 
   it('matmul dispatches f16 operands here and matches the reference', async () => {
     const a = roundF16(rng.uniformArray(3 * 17 * 40, -1, 1));
