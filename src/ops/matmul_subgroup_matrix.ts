@@ -145,6 +145,17 @@ export function sgmatFragment(rt: Runtime): FragmentConfig | null {
   return f;
 }
 
+/** Below this in M, N or K a product is skinny: fragments would mostly multiply padding, so SIMT runs it. */
+const SKINNY = 16;
+
+/**
+ * Whether `gemm` sends an f16 product here: the adapter has an f16 subgroup-matrix config and the
+ * product is not skinny (the value-embedding gates' N = 2, for example, stay on SIMT).
+ */
+export function useSubgroupMatrix(rt: Runtime, g: Pick<GemmArgs, 'M' | 'N' | 'K'>): boolean {
+  return g.M >= SKINNY && g.N >= SKINNY && g.K >= SKINNY && sgmatFragment(rt) !== null;
+}
+
 /**
  * The precision, and so the peak, that matmuls over `dtype` operands run at on this runtime: the
  * f16 matrix-unit peak when they go to subgroup matrices, else the f16 or f32 vector (FMA) peak.

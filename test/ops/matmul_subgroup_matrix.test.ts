@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { fromF16Bits, f16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES, SUBGROUP_MATRIX_FEATURE } from '../../src/gpu/subgroup_matrix.ts';
 import { gemm, type GemmArgs, gemmRef, matmul, matmulRef } from '../../src/ops/matmul.ts';
-import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, sgmatSource, type SgTile, tileLabel, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
+import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, sgmatSource, type SgTile, tileLabel, tileProblem, useSubgroupMatrix } from '../../src/ops/matmul_subgroup_matrix.ts';
 import { loadSource } from '../../src/gpu/wgsl.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectClose, testRuntime } from '../setup.ts';
@@ -125,6 +125,14 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
     const y = matmul(rt!, rt!.fromArray(a, [3, 17, 40], 'f16'), rt!.fromArray(w, [29, 40], 'f16'), { transB: true });
     expect(y.dtype).toBe('f16');
     expectClose(await rt!.read(y), matmulRef(a, [3, 17, 40], w, [29, 40], { transB: true }), { atol: 2e-3, rtol: 2e-3 });
+  });
+
+  it('skinny f16 products stay on SIMT (and still match)', async () => {
+    expect(useSubgroupMatrix(rt!, { M: 256, N: 2, K: 32 })).toBe(false);
+    expect(useSubgroupMatrix(rt!, { M: 256, N: 64, K: 64 })).toBe(true);
+    const a = roundF16(rng.uniformArray(40 * 32, -1, 1)), w = roundF16(rng.uniformArray(2 * 32, -1, 1));
+    const y = matmul(rt!, rt!.fromArray(a, [40, 32], 'f16'), rt!.fromArray(w, [2, 32], 'f16'), { transB: true });
+    expectClose(await rt!.read(y), matmulRef(a, [40, 32], w, [2, 32], { transB: true }), { atol: 2e-3, rtol: 2e-3 });
   });
 
   it('gemm still refuses what it refused before', () => {
