@@ -21,6 +21,7 @@ import { binary, sumAxis, unary } from './src/ops/broadcast.ts';
 import { addScaled, copy, lerpInPlace, scaleByScalarInPlace } from './src/ops/elementwise.ts';
 import { buildEmbeddingIndex, type EmbeddingIndex } from './src/ops/embedding.ts';
 import { matmul } from './src/ops/matmul.ts';
+import { matmulPrecision } from './src/ops/matmul_subgroup_matrix.ts';
 import { sumAll } from './src/ops/reduce.ts';
 import { rotaryTables } from './src/ops/rotary.ts';
 import { crossEntropy, softcapXentCount } from './src/ops/softcap_xent.ts';
@@ -608,7 +609,7 @@ export async function train(run?: TrainRun): Promise<TrainSummary> {
 
   console.log(`Time budget: ${TIME_BUDGET}s`);
   console.log(`Gradient accumulation steps: ${gradAccumSteps}`);
-  const peak = peakFlops(rt.gpu.info, dtype); // MFU against the peak of the precision computed in
+  const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // MFU against the peak of the units the matmuls run on
   if (!peak) console.log('MFU: peak FLOP/s of this adapter unknown (set AUTORESEARCH_PEAK_TFLOPS); reporting 0');
 
   let smoothTrainLoss = 0;

@@ -17,8 +17,10 @@ export interface BenchCase {
   flops?: number;
   /** Bytes that one run must move at least (for GB/s), if memory-bound. */
   bytes?: number;
-  /** Precision that `flops` runs at (for the fraction of peak). */
+  /** Precision that `flops` runs at (for the fraction of peak): 'f16-matrix' when subgroup matrices run. */
   precision?: Precision;
+  /** The subgroup-matrix fragment the case runs on (fragmentLabel), or null/absent for SIMT kernels. */
+  matrixConfig?: string | null;
   /** Records one run's dispatches (no readback); inputs are built beforehand and reused. */
   run: () => void;
   /** Frees what the case allocated. */
@@ -69,8 +71,10 @@ export interface BenchResult {
   gbps?: number;
   /** Percent of the adapter's datasheet peak (FLOP/s or bandwidth), when known. */
   peakPercent?: number;
-  /** The precision the FLOPs ran at, whose peak `peakPercent` is against (compute-bound cases). */
+  /** What the FLOP peak is taken at, the subgroup-matrix fragment, and whether matrix units (tensor cores) ran. */
   precision?: Precision;
+  matrixConfig?: string | null;
+  tensorCores?: boolean;
   extra?: Record<string, number | string>;
   breakdown?: BreakdownRow[];
   note?: string;
@@ -128,6 +132,7 @@ export async function benchCase(rt: Runtime, family: string, c: BenchCase, o: Ti
   const r: BenchResult = { family, name: c.name, ...t };
   const seconds = t.ms / 1000;
   if (c.flops) {
+    Object.assign(r, { precision: c.precision ?? 'f32', matrixConfig: c.matrixConfig ?? null, tensorCores: !!c.matrixConfig });
     r.gflops = c.flops / seconds / 1e9;
     r.precision = c.precision ?? 'f32';
     const peak = peakFlops(rt.gpu.info, r.precision);
@@ -142,7 +147,7 @@ export async function benchCase(rt: Runtime, family: string, c: BenchCase, o: Ti
 
 /** A fixed-width table of results. */
 export function formatTable(results: BenchResult[]): string {
-  const header = ['case', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '% peak', 'timing'];
+  const header = ['case', 'ms (median)', 'ms (min)', 'GFLOP/s', 'GB/s', '% peak', 'peak of', 'timing'];
   const rows = results.map((r) => [
     r.name,
     r.ms.toFixed(3),
@@ -150,6 +155,7 @@ export function formatTable(results: BenchResult[]): string {
     r.gflops !== undefined ? r.gflops.toFixed(1) : '',
     r.gbps !== undefined ? r.gbps.toFixed(1) : '',
     r.peakPercent !== undefined ? r.peakPercent.toFixed(1) : '',
+    r.gbps !== undefined ? 'bandwidth' : (r.precision ?? ''),
     r.method,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));

@@ -1,12 +1,15 @@
 /**
  * @file `npm run bench [-- --suite LIST] [--filter RE] [--size small|model] [--json] [--repeats N]
- * [--warmup N] [--wallclock] [--out FILE]`
+ * [--warmup N] [--wallclock] [--out FILE] [--tune]`
  * Runs the kernel suites and the training-step bench on the adapter this machine has, prints a table
  * (or JSON with --json) and saves the results with the adapter, date and commit under bench/results/.
  * Default sizes: the default model's shapes on a hardware GPU, a small set on a software adapter.
  * `--suite` takes family names (comma-separated: elementwise, matmul, attention, norm, loss,
  * optimizer, embedding, eval_bpb, step); `--filter` is a regular expression over `family case-name`.
  * A case that throws is reported as failed (the exit status is then 1) and the run goes on.
+ * `--tune` first times the subgroup-matrix GEMM's candidate configurations for the model's matmul
+ * products on this adapter and caches the winners (src/ops/matmul_tune.ts), then runs the suites
+ * (only matmul unless --suite says otherwise) with them.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -62,6 +65,8 @@ saves JSON (adapter, date, commit, results) under bench/results/.
   --wallclock       time with the wall clock instead of GPU timestamps
   --json            print the JSON record on stdout (logs go to stderr)
   --out FILE        where to save the JSON (default bench/results/<date>-<adapter>.json)
+  --tune            first tune the subgroup-matrix GEMM for this adapter (cached on disk), then run
+                    the suites (only matmul unless --suite says otherwise)
   -h, --help        this text`,
   options: {
     suite: { type: 'string' },
@@ -72,10 +77,11 @@ saves JSON (adapter, date, commit, results) under bench/results/.
     warmup: { type: 'string' },
     out: { type: 'string' },
     wallclock: { type: 'boolean', default: false },
+    tune: { type: 'boolean', default: false },
   },
 } as const;
 
-async function bench({ values }: { values: { suite?: string; filter?: string; size?: string; json: boolean; repeats?: string; warmup?: string; out?: string; wallclock: boolean } }): Promise<number> {
+async function bench({ values }: { values: { suite?: string; filter?: string; size?: string; json: boolean; repeats?: string; warmup?: string; out?: string; wallclock: boolean; tune: boolean } }): Promise<number> {
   // every argument is checked before the GPU starts
   const timing = { repeats: intOption('repeats', values.repeats, 1), warmup: intOption('warmup', values.warmup), wallclock: values.wallclock };
   const sizeChoice = choiceOption<SizeSet>('size', values.size, ['small', 'model']);
@@ -87,7 +93,7 @@ async function bench({ values }: { values: { suite?: string; filter?: string; si
   }
   const suites = await Promise.all(SUITES.map(async (load) => (await load()).suite));
   const families = suites.map((s) => s.family);
-  const wanted = values.suite ? values.suite.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : null;
+  const wanted = values.suite ? values.suite.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : values.tune ? ['matmul'] : null;
   const unknown = (wanted ?? []).filter((w) => !families.includes(w));
   if (unknown.length) throw new UsageError(`--suite: unknown ${unknown.join(', ')}; the suites are ${families.join(', ')}`);
   // with --json, stdout carries the JSON alone: what code under test logs goes to stderr
@@ -97,6 +103,7 @@ async function bench({ values }: { values: { suite?: string; filter?: string; si
   const log = (s: string) => (values.json ? process.stderr : process.stdout).write(s + '\n');
   log(rt.gpu.describe());
   log(`sizes: ${size}${rt.gpu.info.software ? ' (software adapter: speeds here say nothing about GPUs)' : ''}`);
+  const tuned = values.tune ? await tune(rt, size, log) : undefined;
   const results: BenchResult[] = [];
   const skipped: NotRun[] = [];
   const failed: NotRun[] = [];
@@ -134,7 +141,9 @@ async function bench({ values }: { values: { suite?: string; filter?: string; si
     for (const c of all) if (!chosen.includes(c)) c.dispose?.();
     rt.pool.trim();
   }
-  const record = { adapter: rt.gpu.info, date: new Date().toISOString(), commit: commit(), size, results, skipped, failed };
+  // the lazy pass: products the suites met without a tuned choice (e.g. the training step's own shapes)
+  if (tuned) tuned.push(...(await tune(rt, size, log, 'pending')));
+  const record = { adapter: rt.gpu.info, date: new Date().toISOString(), commit: commit(), size, ...(tuned ? { tuned } : {}), results, skipped, failed };
   const out = values.out ?? `bench/results/${record.date.slice(0, 19).replace(/[:T]/g, '-')}-${rt.gpu.info.name.replace(/[^\w.-]+/g, '_').slice(0, 40)}.json`;
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(record, null, 2));
@@ -150,6 +159,31 @@ async function bench({ values }: { values: { suite?: string; filter?: string; si
     log('\n' + sections.join('\n\n') + `\n\nsaved ${out}`);
   }
   return failed.length ? 1 : 0;
+}
+
+/** `--tune`: the matmul autotuner over the model's products; returns what it chose (kept in the JSON). */
+async function tune(rt: Runtime, size: SizeSet, log: (s: string) => void, which: 'model' | 'pending' = 'model'): Promise<Record<string, unknown>[]> {
+  const { tuneProblems } = await import('./matmul.bench.ts');
+  const { pendingProblems, problemKey, tuneGemm } = await import('../src/ops/matmul_tune.ts');
+  if (!rt.subgroupMatrix) {
+    if (which === 'model') log('tune: this adapter has no subgroup matrices; the SIMT kernels have nothing to tune');
+    return [];
+  }
+  const problems = which === 'model' ? tuneProblems(size) : pendingProblems(rt);
+  if (which === 'pending' && problems.length) log(`tune: ${problems.length} more products met in the suites (their next runs use the winners)`);
+  const out: Record<string, unknown>[] = [];
+  for (const p of problems) {
+    log(`tune ${problemKey(p)}:`);
+    const choice = await tuneGemm(rt, p, { budgetMs: size === 'model' ? 60_000 : 20_000, onProgress: log });
+    if (!choice) {
+      log('  no candidate ran');
+      continue;
+    }
+    const speedup = choice.defaultMs ? ` (default ${choice.defaultMs.toFixed(3)} ms)` : '';
+    log(`  → ${choice.fragment} ${JSON.stringify(choice.tile)} split ${choice.splitK || 'auto'}: ${choice.ms.toFixed(3)} ms${speedup}`);
+    out.push({ problem: problemKey(p), ...choice });
+  }
+  return out;
 }
 
 process.exit(await runCommand(BENCH_CLI, process.argv.slice(2), bench));

@@ -19,6 +19,7 @@
 import { type Batch, VOCAB_SIZE } from '../prepare.ts';
 import { type Tape, useRuntime } from '../src/autograd/tape.ts';
 import { peakFlops } from '../src/gpu/peaks.ts';
+import { matmulPrecision } from '../src/ops/matmul_subgroup_matrix.ts';
 import { Runtime, type TimedDispatch } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
 import { computeDtype, type RunSizes, SOFTWARE_SIZES } from '../src/harness.ts';
@@ -121,7 +122,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
     get flops() {
       return flopsPerToken * totalBatchSize;
     },
-    precision: computeDtype(rt, PRECISION),
+    precision: matmulPrecision(rt, computeDtype(rt, PRECISION)),
     setup: async () => {
       if (s) return;
       rt.pool.resetPeak(); // peak_vram_mb: this model's step, not earlier suites
@@ -147,7 +148,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
       const ms = median(walls);
       const tokensPerS = totalBatchSize / (ms / 1000);
       const dtype = s!.train.model.dtype;
-      const peak = peakFlops(rt.gpu.info, dtype); // the peak of the precision the step computes in
+      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // the units the step's matmuls run on
       const counts = s!.train.model.numScalingParams();
       const extra: Record<string, number | string> = {
         precision: dtype,

@@ -56,8 +56,10 @@ describe('benchCase', () => {
     expect(r.gflops).toBeCloseTo(10_000, 6); // 1e12 FLOP in 0.1 s
     expect(r.peakPercent).toBeCloseTo((100 * 1e13) / 66.9e12, 9); // H100 SXM f32 datasheet
     expect(r.gbps).toBeUndefined();
-    const m = await benchCase(fakeRuntime(H100), 'matmul', fixedCase(1, { flops: 1e10, precision: 'f16-matrix' }));
+    expect(r).toMatchObject({ precision: 'f32', matrixConfig: null, tensorCores: false });
+    const m = await benchCase(fakeRuntime(H100), 'matmul', fixedCase(1, { flops: 1e10, precision: 'f16-matrix', matrixConfig: '16x16x16/sg32' }));
     expect(m.peakPercent).toBeCloseTo((100 * 1e13) / 989.5e12, 9);
+    expect(m).toMatchObject({ precision: 'f16-matrix', matrixConfig: '16x16x16/sg32', tensorCores: true }); // recorded in the JSON
   });
 
   it('derives GB/s and the % of peak bandwidth from bytes, and omits % peak when the peak is unknown', async () => {
@@ -129,17 +131,17 @@ describe('timeRun', () => {
 
 describe('tables', () => {
   const results: BenchResult[] = [
-    { family: 'matmul', name: 'NT 8x8', ms: 1.23456, minMs: 1, repeats: 7, method: 'timestamp', gflops: 1234.56, peakPercent: 12.345 },
+    { family: 'matmul', name: 'NT 8x8', ms: 1.23456, minMs: 1, repeats: 7, method: 'timestamp', gflops: 1234.56, peakPercent: 12.345, precision: 'f16-matrix' },
     { family: 'norm', name: 'rms_norm fwd residual 32768x512', ms: 0.5, minMs: 0.25, repeats: 7, method: 'wallclock', gbps: 99.94 },
   ];
 
   it('formatTable prints one aligned row per result, blank where a rate does not apply', () => {
     const lines = formatTable(results).split('\n');
     expect(lines).toHaveLength(4);
-    expect(lines[0]).toMatch(/^case\s+ms \(median\)\s+ms \(min\)\s+GFLOP\/s\s+GB\/s\s+% peak\s+timing$/);
-    expect(lines[1]).toMatch(/^-+( +-+){6}$/);
-    expect(lines[2]).toMatch(/^NT 8x8\s+1\.235\s+1\.000\s+1234\.6\s+12\.3\s+timestamp$/);
-    expect(lines[3]).toMatch(/^rms_norm fwd residual 32768x512\s+0\.500\s+0\.250\s+99\.9\s+wallclock$/);
+    expect(lines[0]).toMatch(/^case\s+ms \(median\)\s+ms \(min\)\s+GFLOP\/s\s+GB\/s\s+% peak\s+peak of\s+timing$/);
+    expect(lines[1]).toMatch(/^-+( +-+){7}$/);
+    expect(lines[2]).toMatch(/^NT 8x8\s+1\.235\s+1\.000\s+1234\.6\s+12\.3\s+f16-matrix\s+timestamp$/);
+    expect(lines[3]).toMatch(/^rms_norm fwd residual 32768x512\s+0\.500\s+0\.250\s+99\.9\s+bandwidth\s+wallclock$/);
     expect(new Set(lines.map((l) => l.length)).size).toBe(1); // every line padded to the same width
     // the GB/s value sits in the GB/s column
     expect(lines[3].indexOf('99.9')).toBe(lines[0].indexOf('GB/s'));

@@ -10,6 +10,7 @@
  */
 import { BufferPool, StagingPool } from './buffers.ts';
 import { acquireGpu, type AcquireOptions, type Gpu } from './device.ts';
+import { readSubgroupMatrixSupport, type SubgroupMatrixSupport } from './subgroup_matrix.ts';
 import { DTYPE_BYTES, type DType, numel, Tensor } from './tensor.ts';
 import { type Defines, loadSource, type Reflection } from './wgsl.ts';
 
@@ -68,6 +69,8 @@ export class Runtime {
   readonly pool: BufferPool;
   readonly limits: GPUSupportedLimits;
   readonly f16: boolean;
+  /** Subgroup-matrix configs and subgroup sizes (null without the feature): see subgroup_matrix.ts. */
+  readonly subgroupMatrix: SubgroupMatrixSupport | null;
   /**
    * Reductions use subgroup operations (kernels' SUBGROUPS variants) where the device has
    * 'subgroups'; tests set it false to run the workgroup-memory fallback on the same adapter.
@@ -106,6 +109,7 @@ export class Runtime {
     this.device = device;
     this.limits = device.limits;
     this.f16 = device.features.has('shader-f16');
+    this.subgroupMatrix = readSubgroupMatrixSupport(gpu);
     this.subgroups = device.features.has('subgroups');
     const maxBuffer = dryRun ? Infinity : Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     this.pool = new BufferPool(device, maxBuffer, dryRun);

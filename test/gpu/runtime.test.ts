@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { acquireGpu, NoGpuError } from '../../src/gpu/device.ts';
 import { GpuError, type Runtime } from '../../src/gpu/runtime.ts';
-import { preprocess, reflect } from '../../src/gpu/wgsl.ts';
+import { loadSource, preprocess, reflect } from '../../src/gpu/wgsl.ts';
 import { testRuntime } from '../setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
@@ -104,6 +104,14 @@ describe('wgsl preprocessing', () => {
     const out = preprocess(src, { X: true }, () => 'inc1');
     expect(out.split('\n')).toEqual(['a', '', 'b', '', '', '', 'inc1', '', 'd']);
     expect(preprocess(src, {}, () => 'z')).toContain('c');
+  });
+
+  it("hoists a kernel's enable and diagnostic directives above the dtype header", () => {
+    const { code } = loadSource({ code: 'enable f16;\nenable chromium_experimental_subgroup_matrix;\nfn f() {}\ndiagnostic(off, derivative_uniformity);' }, {}, 'f16');
+    const lines = code.split('\n');
+    expect(lines.slice(0, 3)).toEqual(['enable f16;', 'enable chromium_experimental_subgroup_matrix;', 'diagnostic(off, derivative_uniformity);']);
+    expect(lines.filter((l) => l.startsWith('enable f16;'))).toHaveLength(1); // the header's own enable is not repeated
+    expect(code.indexOf('alias T = f16;')).toBeGreaterThan(code.indexOf('diagnostic'));
   });
 
   it('reflects storage bindings and Params', () => {
