@@ -122,6 +122,8 @@ async function main(): Promise<number> {
     for (const c of all) if (!chosen.includes(c)) c.dispose?.();
     rt.pool.trim();
   }
+  // the lazy pass: products the suites met without a tuned choice (e.g. the training step's own shapes)
+  if (tuned) tuned.push(...(await tune(rt, size, log, 'pending')));
   const record = { adapter: rt.gpu.info, date: new Date().toISOString(), commit: commit(), size, ...(tuned ? { tuned } : {}), results, skipped, failed };
   const out = values.out ?? `bench/results/${record.date.slice(0, 19).replace(/[:T]/g, '-')}-${rt.gpu.info.name.replace(/[^\w.-]+/g, '_').slice(0, 40)}.json`;
   mkdirSync(dirname(out), { recursive: true });
@@ -141,15 +143,17 @@ async function main(): Promise<number> {
 }
 
 /** `--tune`: the matmul autotuner over the model's products; returns what it chose (kept in the JSON). */
-async function tune(rt: Runtime, size: SizeSet, log: (s: string) => void): Promise<Record<string, unknown>[]> {
+async function tune(rt: Runtime, size: SizeSet, log: (s: string) => void, which: 'model' | 'pending' = 'model'): Promise<Record<string, unknown>[]> {
   const { tuneProblems } = await import('./matmul.bench.ts');
-  const { problemKey, tuneGemm } = await import('../src/ops/matmul_tune.ts');
+  const { pendingProblems, problemKey, tuneGemm } = await import('../src/ops/matmul_tune.ts');
   if (!rt.subgroupMatrix) {
-    log('tune: this adapter has no subgroup matrices; the SIMT kernels have nothing to tune');
+    if (which === 'model') log('tune: this adapter has no subgroup matrices; the SIMT kernels have nothing to tune');
     return [];
   }
+  const problems = which === 'model' ? tuneProblems(size) : pendingProblems(rt);
+  if (which === 'pending' && problems.length) log(`tune: ${problems.length} more products met in the suites (their next runs use the winners)`);
   const out: Record<string, unknown>[] = [];
-  for (const p of tuneProblems(size)) {
+  for (const p of problems) {
     log(`tune ${problemKey(p)}:`);
     const choice = await tuneGemm(rt, p, { budgetMs: size === 'model' ? 60_000 : 20_000, onProgress: log });
     if (!choice) {

@@ -15,7 +15,9 @@
 // coalesced read along the stride-1 index (vec4<f16> under VEC4) and the transposes are done by the
 // fragment loads (col_major). Rows are padded (A_LD, B_LD: multiples of 8 halves plus 8) for 16-byte
 // aligned fragment rows and fewer bank conflicts. The next slab's global loads are issued into
-// registers before the current slab's multiplies (one barrier pair per slab).
+// registers before the current slab's multiplies. STAGES = 2 keeps two slabs in workgroup memory
+// (the next one is stored while others still multiply the current one: one barrier per slab);
+// STAGES = 1 halves the memory and needs a second barrier before overwriting.
 //
 // Epilogue: a workgroup block fully inside C with f32 output, alpha = 1, beta = 0 and aligned ldc
 // (params.direct) stores fragments straight to global memory; otherwise each fragment goes through a
@@ -88,9 +90,11 @@ const A_LD = (A_COLS + 7u) / 8u * 8u + 8u;
 const B_LD = (B_COLS + 7u) / 8u * 8u + 8u;
 const A_LOADS = A_ROWS * A_COLS / (VW * WG); // vectors per thread per slab (host checks divisibility)
 const B_LOADS = B_ROWS * B_COLS / (VW * WG);
+const A_SLAB = A_ROWS * A_LD;
+const B_SLAB = B_ROWS * B_LD;
 
-var<workgroup> a_tile: array<f16, A_ROWS * A_LD>;
-var<workgroup> b_tile: array<f16, B_ROWS * B_LD>;
+var<workgroup> a_tile: array<f16, STAGES * A_SLAB>;
+var<workgroup> b_tile: array<f16, STAGES * B_SLAB>;
 var<workgroup> c_scratch: array<f32, SG_COUNT * FRAG_M * FRAG_N>;
 
 // Loads vector e of a slab whose top-left is (row0, col0) in operand coordinates (rows along the
@@ -109,8 +113,8 @@ fn load_b(base: u32, row0: u32, col0: u32, row_end: u32, col_end: u32, e: u32) -
   return b[(base + row * params.ldb + col) / VW];
 }
 
-fn put_a(e: u32, v: AV) {
-  let at = (e / (A_COLS / VW)) * A_LD + (e % (A_COLS / VW)) * VW;
+fn put_a(slab: u32, e: u32, v: AV) {
+  let at = slab + (e / (A_COLS / VW)) * A_LD + (e % (A_COLS / VW)) * VW;
 #if VEC4
   a_tile[at] = v.x; a_tile[at + 1u] = v.y; a_tile[at + 2u] = v.z; a_tile[at + 3u] = v.w;
 #else
@@ -118,8 +122,8 @@ fn put_a(e: u32, v: AV) {
 #endif
 }
 
-fn put_b(e: u32, v: AV) {
-  let at = (e / (B_COLS / VW)) * B_LD + (e % (B_COLS / VW)) * VW;
+fn put_b(slab: u32, e: u32, v: AV) {
+  let at = slab + (e / (B_COLS / VW)) * B_LD + (e % (B_COLS / VW)) * VW;
 #if VEC4
   b_tile[at] = v.x; b_tile[at + 1u] = v.y; b_tile[at + 2u] = v.z; b_tile[at + 3u] = v.w;
 #else
@@ -164,11 +168,12 @@ fn matmul_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_ind
   for (var i = 0u; i < A_LOADS; i++) { pa[i] = load_a(a_base, a_r0, a_c0, a_rend, a_cend, lid + i * WG); }
   for (var i = 0u; i < B_LOADS; i++) { pb[i] = load_b(b_base, b_r0, b_c0, b_rend, b_cend, lid + i * WG); }
 
+  for (var i = 0u; i < A_LOADS; i++) { put_a(0u, lid + i * WG, pa[i]); }
+  for (var i = 0u; i < B_LOADS; i++) { put_b(0u, lid + i * WG, pb[i]); }
   for (var t = 0u; t < slabs; t++) {
-    workgroupBarrier(); // everyone is done reading the previous slab
-    for (var i = 0u; i < A_LOADS; i++) { put_a(lid + i * WG, pa[i]); }
-    for (var i = 0u; i < B_LOADS; i++) { put_b(lid + i * WG, pb[i]); }
-    workgroupBarrier();
+    workgroupBarrier(); // slab t is in workgroup memory, buffer t % STAGES
+    let sa = (t % STAGES) * A_SLAB;
+    let sb = (t % STAGES) * B_SLAB;
     if (t + 1u < slabs) { // the next slab's global loads overlap this slab's multiplies
       let dk = (t + 1u) * BK;
 #if A_T
@@ -188,22 +193,29 @@ fn matmul_sgmat(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_ind
         var rf: array<frag_right, TN>;
         for (var i = 0u; i < TM; i++) {
 #if A_T
-          lf[i] = frag_load_a(kk * A_LD + sm + i * FRAG_M, A_LD);
+          lf[i] = frag_load_a(sa + kk * A_LD + sm + i * FRAG_M, A_LD);
 #else
-          lf[i] = frag_load_a((sm + i * FRAG_M) * A_LD + kk, A_LD);
+          lf[i] = frag_load_a(sa + (sm + i * FRAG_M) * A_LD + kk, A_LD);
 #endif
         }
         for (var j = 0u; j < TN; j++) {
 #if B_T
-          rf[j] = frag_load_b((sn + j * FRAG_N) * B_LD + kk, B_LD);
+          rf[j] = frag_load_b(sb + (sn + j * FRAG_N) * B_LD + kk, B_LD);
 #else
-          rf[j] = frag_load_b(kk * B_LD + sn + j * FRAG_N, B_LD);
+          rf[j] = frag_load_b(sb + kk * B_LD + sn + j * FRAG_N, B_LD);
 #endif
         }
         for (var i = 0u; i < TM; i++) {
           for (var j = 0u; j < TN; j++) { acc[i * TN + j] = frag_mma(lf[i], rf[j], acc[i * TN + j]); }
         }
       }
+    }
+    if (t + 1u < slabs) {
+      if (STAGES == 1u) { workgroupBarrier(); } // one buffer: everyone is done reading slab t
+      let next_a = ((t + 1u) % STAGES) * A_SLAB;
+      let next_b = ((t + 1u) % STAGES) * B_SLAB;
+      for (var i = 0u; i < A_LOADS; i++) { put_a(next_a, lid + i * WG, pa[i]); }
+      for (var i = 0u; i < B_LOADS; i++) { put_b(next_b, lid + i * WG, pb[i]); }
     }
   }
 

@@ -17,7 +17,7 @@
  */
 import { grid1d, MAX_GRID, type Runtime } from '../gpu/runtime.ts';
 import type { Tensor } from '../gpu/tensor.ts';
-import { gemmSubgroupMatrix, sgmatFragment } from './matmul_subgroup_matrix.ts';
+import { gemmSubgroupMatrix, useSubgroupMatrix } from './matmul_subgroup_matrix.ts';
 
 /** Kernel variants: `naive` (one thread per output) or a tiled config from TILED_CONFIGS. */
 export type MatmulImpl = 'naive' | 'tiled64' | 'tiled128';
@@ -220,7 +220,7 @@ export function gemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: GemmArgs):
   if (M === 0 || N === 0 || batch === 0) return;
   const dtype = a.dtype;
   // f16 operands on an adapter with f16 subgroup matrices: tensor cores (unless a SIMT kernel is forced)
-  if (dtype === 'f16' && !g.impl && sgmatFragment(rt)) return void gemmSubgroupMatrix(rt, a, b, c, g, { splitK: g.splitK });
+  if (dtype === 'f16' && !g.impl && useSubgroupMatrix(rt, g)) return void gemmSubgroupMatrix(rt, a, b, c, g, { splitK: g.splitK });
 
   const plan = planGemm(M, N, K, batch, g);
   const strides = {

@@ -23,13 +23,15 @@ import { KERNEL_DIR } from '../gpu/wgsl.ts';
 import type { GemmArgs } from './matmul.ts';
 import { tunedChoice } from './matmul_tune.ts';
 
-/** Workgroup tiling: WM × WN subgroups, each TM × TN fragments, BK-deep K slabs. */
+/** Workgroup tiling: WM × WN subgroups, each TM × TN fragments, BK-deep K slabs, 1 or 2 slabs in workgroup memory. */
 export interface SgTile {
   WM: number;
   WN: number;
   TM: number;
   TN: number;
   BK: number;
+  /** 2: double-buffered slabs, one barrier per slab (default 1). */
+  stages?: 1 | 2;
 }
 
 /** Everything that picks a kernel and its grid for one product. */
@@ -52,7 +54,7 @@ export interface SgGemmOptions {
   scalarLoads?: boolean;
 }
 
-export const tileLabel = (t: SgTile): string => `${t.WM}x${t.WN}sg.${t.TM}x${t.TN}f.k${t.BK}`;
+export const tileLabel = (t: SgTile): string => `${t.WM}x${t.WN}sg.${t.TM}x${t.TN}f.k${t.BK}${(t.stages ?? 1) === 2 ? '.s2' : ''}`;
 
 /** Rows and columns of C one workgroup computes. */
 export function blockShape(f: FragmentConfig, t: SgTile): { BM: number; BN: number; WG: number } {
@@ -61,12 +63,12 @@ export function blockShape(f: FragmentConfig, t: SgTile): { BM: number; BN: numb
 
 /**
  * The tiling used when nothing was tuned: a 64×128 block (64×64 under 8-lane subgroups) from 2×2
- * subgroups, 32-deep slabs. On a 16×16×16 GPU that is 8 accumulator fragments per subgroup (two
- * fragment loads per multiply), 128 threads, about 18 KiB of workgroup memory.
+ * subgroups, 32-deep double-buffered slabs. On a 16×16×16 GPU that is 8 accumulator fragments per
+ * subgroup (two fragment loads per multiply), 128 threads, about 34 KiB of workgroup memory.
  */
 export function defaultTile(f: FragmentConfig): SgTile {
   const BN = f.subgroupSize >= 32 ? 128 : 64;
-  return { WM: 2, WN: 2, TM: Math.max(1, 64 / (2 * f.M)), TN: Math.max(1, BN / (2 * f.N)), BK: Math.max(32, f.K) };
+  return { WM: 2, WN: 2, TM: Math.max(1, 64 / (2 * f.M)), TN: Math.max(1, BN / (2 * f.N)), BK: Math.max(32, f.K), stages: 2 };
 }
 
 /** Bytes of workgroup memory a tiling needs (A and B slabs with padded rows, the scratch tile). */
@@ -75,7 +77,7 @@ export function workgroupBytes(f: FragmentConfig, t: SgTile, transA: boolean, tr
   const pad = (cols: number) => Math.ceil(cols / 8) * 8 + 8;
   const a = transA ? t.BK * pad(BM) : BM * pad(t.BK);
   const b = transB ? BN * pad(t.BK) : t.BK * pad(BN);
-  return (a + b) * 2 + t.WM * t.WN * f.M * f.N * 4;
+  return (a + b) * 2 * (t.stages ?? 1) + t.WM * t.WN * f.M * f.N * 4;
 }
 
 /** Why a tiling cannot run on this runtime (null when it can). */
@@ -116,9 +118,10 @@ export function runnableDefaultTile(rt: Pick<Runtime, 'limits'>, f: FragmentConf
   const d = defaultTile(f);
   const tries: SgTile[] = [
     d,
-    { ...d, TN: Math.max(1, d.TN >> 1) },
-    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1) },
-    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1), BK: f.K * Math.max(1, Math.floor(16 / f.K)) },
+    { ...d, stages: 1 },
+    { ...d, TN: Math.max(1, d.TN >> 1), stages: 1 },
+    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1), stages: 1 },
+    { ...d, TM: Math.max(1, d.TM >> 1), TN: Math.max(1, d.TN >> 1), BK: f.K * Math.max(1, Math.floor(16 / f.K)), stages: 1 },
     { WM: 2, WN: 1, TM: 1, TN: 1, BK: f.K * Math.max(1, Math.floor(16 / f.K)) },
     { WM: 1, WN: 1, TM: 1, TN: 1, BK: f.K * Math.max(1, Math.floor(32 / f.K)) },
   ];
@@ -140,6 +143,17 @@ export function sgmatFragment(rt: Runtime): FragmentConfig | null {
     fragments.set(rt, f);
   }
   return f;
+}
+
+/** Below this in M, N or K a product is skinny: fragments would mostly multiply padding, so SIMT runs it. */
+const SKINNY = 16;
+
+/**
+ * Whether `gemm` sends an f16 product here: the adapter has an f16 subgroup-matrix config and the
+ * product is not skinny (the value-embedding gates' N = 2, for example, stay on SIMT).
+ */
+export function useSubgroupMatrix(rt: Runtime, g: Pick<GemmArgs, 'M' | 'N' | 'K'>): boolean {
+  return g.M >= SKINNY && g.N >= SKINNY && g.K >= SKINNY && sgmatFragment(rt) !== null;
 }
 
 /**
@@ -171,7 +185,7 @@ export function sgmatSource(f: FragmentConfig, t: SgTile, v: SgVariant): string 
   const parts = [
     SUBGROUP_MATRIX_ENABLE,
     fragmentPrelude(f),
-    `const WM = ${t.WM}u;\nconst WN = ${t.WN}u;\nconst TM = ${t.TM}u;\nconst TN = ${t.TN}u;\nconst BK = ${t.BK}u;`,
+    `const WM = ${t.WM}u;\nconst WN = ${t.WN}u;\nconst TM = ${t.TM}u;\nconst TN = ${t.TN}u;\nconst BK = ${t.BK}u;\nconst STAGES = ${t.stages ?? 1}u;`,
     fragmentLoad(f, 'left', { fn: 'frag_load_a', array: 'a_tile', layout: v.transA ? 'col_major' : 'row_major' }),
     fragmentLoad(f, 'right', { fn: 'frag_load_b', array: 'b_tile', layout: v.transB ? 'col_major' : 'row_major' }),
     fragmentStore(f, { fn: 'frag_store_scratch', array: 'c_scratch', layout: 'row_major' }),

@@ -216,7 +216,7 @@ export interface Candidate {
  * (more workgroups, fewer registers) to large (more reuse per load) × K depths, with the split-K
  * heuristic and, where K is long, a few forced split counts. At most `limit`, default first.
  */
-export function candidates(rt: Runtime, p: GemmProblem, limit = 24): Candidate[] {
+export function candidates(rt: Runtime, p: GemmProblem, limit = 32): Candidate[] {
   const out: Candidate[] = [];
   const seen = new Set<string>();
   const add = (fragment: FragmentConfig, tile: SgTile, splitK?: number) => {
@@ -235,7 +235,7 @@ export function candidates(rt: Runtime, p: GemmProblem, limit = 24): Candidate[]
       for (const [wm, wn] of warps) {
         const TM = bm / (wm * f.M), TN = bn / (wn * f.N);
         if (!Number.isInteger(TM) || !Number.isInteger(TN) || TM < 1 || TN < 1 || TM * TN > 16) continue;
-        for (const BK of [32, 64]) if (BK % f.K === 0) add(f, { WM: wm, WN: wn, TM, TN, BK });
+        for (const BK of [32, 64]) if (BK % f.K === 0) for (const stages of [2, 1] as const) add(f, { WM: wm, WN: wn, TM, TN, BK, stages });
       }
     }
     if (p.K >= 1024) for (const s of [1, 2, 4, 8]) add(f, defaultTile(f), s);

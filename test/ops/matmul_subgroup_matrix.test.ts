@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { fromF16Bits, f16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES, SUBGROUP_MATRIX_FEATURE } from '../../src/gpu/subgroup_matrix.ts';
 import { gemm, type GemmArgs, gemmRef, matmul, matmulRef } from '../../src/ops/matmul.ts';
-import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, sgmatSource, type SgTile, tileProblem } from '../../src/ops/matmul_subgroup_matrix.ts';
+import { blockShape, defaultTile, gemmSubgroupMatrix, planSplits, runnableDefaultTile, type SgGemmOptions, sgmatSource, type SgTile, tileLabel, tileProblem, useSubgroupMatrix } from '../../src/ops/matmul_subgroup_matrix.ts';
 import { loadSource } from '../../src/gpu/wgsl.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectClose, testRuntime } from '../setup.ts';
@@ -55,8 +55,8 @@ const LAYOUTS: [string, { transA?: boolean; transB?: boolean }][] = [
   ['TT', { transA: true, transB: true }],
 ];
 
-/** Small tiles: several workgroups (interior and edge blocks) even at test sizes. */
-const small = (f: FragmentConfig): SgTile => ({ WM: 2, WN: 1, TM: 1, TN: 2, BK: Math.max(16, f.K) });
+/** Small tiles: several workgroups (interior and edge blocks) even at test sizes; `stages` 2 double-buffers. */
+const small = (f: FragmentConfig, stages: 1 | 2 = 1): SgTile => ({ WM: 2, WN: 1, TM: 1, TN: 2, BK: Math.max(16, f.K), stages });
 
 function emulatedFragments(): FragmentConfig[] {
   return support ? NVIDIA_SHAPES.map((s) => emulatedFragment(support, s)) : [];
@@ -70,7 +70,7 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
     for (const [name, t] of LAYOUTS) {
       it(`${label} ${name} awkward, small tiles, f32 C`, () => check(dense(37, 45, 53, t), { fragment: native, tile: small(native) }));
       const cF16 = !!t.transB; // NN, TN: straight fragment stores into f32 C; NT, TT: f16 C through the scratch tile
-      it(`${label} ${name} aligned (vec4 loads), ${cF16 ? 'f16' : 'f32'} C`, () => check(dense(64, 48, 40, t, { cF16 }), { fragment: native, tile: small(native) }));
+      it(`${label} ${name} aligned (vec4 loads), double-buffered, ${cF16 ? 'f16' : 'f32'} C`, () => check(dense(64, 48, 40, t, { cF16 }), { fragment: native, tile: small(native, 2) }));
     }
     it(`${label} NT scalar loads, default tile, f16 C`, () => check(dense(40, 70, 24, { transB: true }, { cF16: true }), { fragment: native, scalarLoads: true }));
   }
@@ -78,9 +78,9 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
   for (const f of emulatedFragments()) {
     const label = fragmentLabel(f);
     it(`${label} NN awkward, f32 C`, () => check(dense(37, 45, 53), { fragment: f, tile: small(f) }));
-    it(`${label} NT aligned (vec4 loads), f16 C`, () => check(dense(64, 48, 40, { transB: true }, { cF16: true }), { fragment: f, tile: small(f) }));
+    it(`${label} NT aligned (vec4 loads), double-buffered, f16 C`, () => check(dense(64, 48, 40, { transB: true }, { cF16: true }), { fragment: f, tile: small(f, 2) }));
     it(`${label} TN split-K (weight gradient), beta accumulate`, () =>
-      check(dense(24, 40, 300, { transA: true }, { alpha: 0.5, beta: 1 }), { fragment: f, tile: small(f), splitK: 3 }));
+      check(dense(24, 40, 300, { transA: true }, { alpha: 0.5, beta: 1 }), { fragment: f, tile: small(f, 2), splitK: 3 }));
     it(`${label} TT aligned, direct stores to f32 C`, () => check(dense(64, 64, 48, { transA: true, transB: true }), { fragment: f, tile: small(f) }));
   }
   const f168 = emulatedFragments().find((f) => f.N === 8 && f.K === 8);
@@ -102,11 +102,15 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
       for (let bits = 0; bits < 16; bits++) {
         const v = { transA: !!(bits & 1), transB: !!(bits & 2), cF16: !!(bits & 4), vec4: !!(bits & 8) };
         const defines = { A_T: v.transA, B_T: v.transB, C_F16: v.cF16, VEC4: v.vec4 };
-        const { code } = loadSource({ code: sgmatSource(f, defaultTile(f), v) }, defines, 'f32');
-        const module = rt!.device.createShaderModule({ code });
-        const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}: ${m.message}`);
-        expect(errors, `${fragmentLabel(f)} ${JSON.stringify(v)}`).toEqual([]);
-        // the pipeline may fail only for want of the hardware shape (not for workgroup size or memory)
+        const compile = async (tile: SgTile) => {
+          const module = rt!.device.createShaderModule({ code: loadSource({ code: sgmatSource(f, tile, v) }, defines, 'f32').code });
+          const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}: ${m.message}`);
+          expect(errors, `${fragmentLabel(f)} ${tileLabel(tile)} ${JSON.stringify(v)}`).toEqual([]);
+          return module;
+        };
+        await compile(defaultTile(f)); // NVIDIA's default tiling (its memory may exceed this adapter's limit)
+        // within this adapter's limits, the pipeline may fail only for want of the hardware shape
+        const module = await compile(runnableDefaultTile(rt!, f, v.transA, v.transB)!);
         rt!.device.pushErrorScope('validation');
         rt!.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'matmul_sgmat' } });
         const err = await rt!.device.popErrorScope();
@@ -121,6 +125,14 @@ describe.skipIf(!support)('subgroup-matrix GEMM', () => {
     const y = matmul(rt!, rt!.fromArray(a, [3, 17, 40], 'f16'), rt!.fromArray(w, [29, 40], 'f16'), { transB: true });
     expect(y.dtype).toBe('f16');
     expectClose(await rt!.read(y), matmulRef(a, [3, 17, 40], w, [29, 40], { transB: true }), { atol: 2e-3, rtol: 2e-3 });
+  });
+
+  it('skinny f16 products stay on SIMT (and still match)', async () => {
+    expect(useSubgroupMatrix(rt!, { M: 256, N: 2, K: 32 })).toBe(false);
+    expect(useSubgroupMatrix(rt!, { M: 256, N: 64, K: 64 })).toBe(true);
+    const a = roundF16(rng.uniformArray(40 * 32, -1, 1)), w = roundF16(rng.uniformArray(2 * 32, -1, 1));
+    const y = matmul(rt!, rt!.fromArray(a, [40, 32], 'f16'), rt!.fromArray(w, [2, 32], 'f16'), { transB: true });
+    expectClose(await rt!.read(y), matmulRef(a, [40, 32], w, [2, 32], { transB: true }), { atol: 2e-3, rtol: 2e-3 });
   });
 
   it('gemm still refuses what it refused before', () => {
