@@ -70,6 +70,7 @@ function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: '
       name: `attention fwd ${label}`,
       flops: fwdFlops,
       precision,
+      matrixConfig: config ? fragmentLabel(config) : null,
       setup,
       run: () => {
         const { y, lse } = fwd(t!.q, t!.k, t!.v);
@@ -81,6 +82,7 @@ function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: '
       name: `attention bwd ${label}`,
       flops: 2 * fwdFlops,
       precision,
+      matrixConfig: config ? fragmentLabel(config) : null,
       setup,
       run: () => {
         const { dq, dk, dv } = matrix

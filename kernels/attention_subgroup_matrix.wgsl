@@ -67,6 +67,10 @@ const NEG_BIG: f32 = -3.0e38;   // "no visible score yet"; never fed to exp2
 const TAU: f32 = 8.0;           // lazy-rescale threshold (log2 units)
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
+// Padded row strides, so that fragment loads and stores of consecutive rows start in different
+// banks (and rows stay 16-byte aligned, as cooperative-matrix loads need): f16 rows +8, f32 rows +4.
+const DP: u32 = D + 8u;   // staged q, k, v, dy rows
+const OCP: u32 = OC + 4u; // output chunks (f32)
 
 @group(0) @binding(0) var<storage, read> q: array<T>;
 @group(0) @binding(1) var<storage, read> k: array<T>;
@@ -93,7 +97,7 @@ fn visible(i: u32, j: u32) -> bool {
 }
 
 // Copies `rows` rows of D elements, starting at row `r0` of a [.., T, heads, D] tensor, into
-// smem_h[dst ..] (row stride D); rows at or past T become zeros.
+// smem_h[dst ..] (row stride DP); rows at or past T become zeros.
 fn stage_rows(lid: u32, dst: u32, rows: u32, r0: u32, base: u32, row_stride: u32, which: u32) {
   for (var e = lid; e < rows * D; e += WG) {
     let r = r0 + e / D;
@@ -111,18 +115,20 @@ fn stage_rows(lid: u32, dst: u32, rows: u32, r0: u32, base: u32, row_stride: u32
 #endif
       }
     }
-    smem_h[dst + e] = x;
+    smem_h[dst + (e / D) * DP + e % D] = x;
   }
 }
 
 #if FWD
-// smem_h: K tile [BC×D] | V tile [BC×D] | P [BR×BC]; Q is staged once through the K|V region.
+// smem_h: K tile [BC×DP] | V tile [BC×DP] | P [BR×BP]; Q is staged once through the K|V region.
+const BP: u32 = BC + 8u;
+const SF: u32 = BC + 4u;
 const H_K: u32 = 0u;
-const H_V: u32 = BC * D;
-const H_P: u32 = 2u * BC * D;
-var<workgroup> smem_h: array<f16, 2u * BC * D + BR * BC>;
-// smem_f: S [BR×BC], reused for the output chunks [BR×OC] (OC ≤ BC)
-var<workgroup> smem_f: array<f32, BR * BC>;
+const H_V: u32 = BC * DP;
+const H_P: u32 = 2u * BC * DP;
+var<workgroup> smem_h: array<f16, 2u * BC * DP + BR * BP>;
+// smem_f: S [BR×SF], reused for the output chunks [BR×OCP] (OC ≤ BC)
+var<workgroup> smem_f: array<f32, BR * SF>;
 var<workgroup> row_m: array<f32, BR>;     // reference max per row (base 2)
 var<workgroup> row_l: array<f32, BR>;     // Σ P per row
 var<workgroup> row_alpha: array<f32, BR>; // this tile's rescale factor per row
@@ -152,7 +158,7 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
   var qf: array<frag_left, D / FRAG_K>;
   var o_acc: array<frag_acc, D / FRAG_N>;
   if (works) {
-    for (var kk = 0u; kk < D / FRAG_K; kk++) { qf[kk] = sm_load_left(r0 * D + kk * FRAG_K, D); }
+    for (var kk = 0u; kk < D / FRAG_K; kk++) { qf[kk] = sm_load_left(r0 * DP + kk * FRAG_K, DP); }
     for (var dn = 0u; dn < D / FRAG_N; dn++) { o_acc[dn] = frag_zero(); }
   }
   workgroupBarrier(); // Q's staging area becomes the K|V tiles
@@ -169,9 +175,9 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
       for (var nb = 0u; nb < BC / FRAG_N; nb++) {
         var s = frag_zero();
         for (var kk = 0u; kk < D / FRAG_K; kk++) {
-          s = frag_mma(qf[kk], sm_load_right_col(H_K + nb * FRAG_N * D + kk * FRAG_K, D), s);
+          s = frag_mma(qf[kk], sm_load_right_col(H_K + nb * FRAG_N * DP + kk * FRAG_K, DP), s);
         }
-        sm_store_acc(r0 * BC + nb * FRAG_N, BC, s);
+        sm_store_acc(r0 * SF + nb * FRAG_N, SF, s);
       }
     }
     workgroupBarrier();
@@ -181,7 +187,7 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
         let i = i0 + row;
         var mx = NEG_BIG;
         for (var c = t; c < BC; c += tpr) {
-          if (visible(i, j0 + c)) { mx = max(mx, smem_f[row * BC + c] * params.scale_log2); }
+          if (visible(i, j0 + c)) { mx = max(mx, smem_f[row * SF + c] * params.scale_log2); }
         }
         for (var o = 1u; o < tpr; o <<= 1u) { mx = max(mx, subgroupShuffleXor(mx, o)); }
         let m_old = row_m[row];
@@ -196,8 +202,8 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
         var l_tile = 0.0;
         for (var c = t; c < BC; c += tpr) {
           var p = 0.0h;
-          if (visible(i, j0 + c)) { p = f16(exp2(smem_f[row * BC + c] * params.scale_log2 - m_use)); }
-          smem_h[H_P + row * BC + c] = p;
+          if (visible(i, j0 + c)) { p = f16(exp2(smem_f[row * SF + c] * params.scale_log2 - m_use)); }
+          smem_h[H_P + row * BP + c] = p;
           l_tile += f32(p); // the rounded weights PV uses: y stays an exact convex combination
         }
         for (var o = 1u; o < tpr; o <<= 1u) { l_tile += subgroupShuffleXor(l_tile, o); }
@@ -214,22 +220,22 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
     if (workgroupUniformLoad(&rescale_now) != 0u) { // rare: O ← diag(alpha)·O through smem_f
       for (var c0 = 0u; c0 < D; c0 += OC) {
         if (works) {
-          for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OC + dn * FRAG_N - c0, OC, o_acc[dn]); }
+          for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OCP + dn * FRAG_N - c0, OCP, o_acc[dn]); }
         }
         workgroupBarrier();
-        for (var e = lid; e < BR * OC; e += WG) { smem_f[e] *= row_alpha[e / OC]; }
+        for (var e = lid; e < BR * OC; e += WG) { smem_f[(e / OC) * OCP + e % OC] *= row_alpha[e / OC]; }
         workgroupBarrier();
         if (works) {
-          for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { o_acc[dn] = sm_load_acc(r0 * OC + dn * FRAG_N - c0, OC); }
+          for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { o_acc[dn] = sm_load_acc(r0 * OCP + dn * FRAG_N - c0, OCP); }
         }
         workgroupBarrier();
       }
     }
     if (works) { // O += P·V
       for (var kc = 0u; kc < BC / FRAG_K; kc++) {
-        let pl = sm_load_left(H_P + r0 * BC + kc * FRAG_K, BC);
+        let pl = sm_load_left(H_P + r0 * BP + kc * FRAG_K, BP);
         for (var dn = 0u; dn < D / FRAG_N; dn++) {
-          o_acc[dn] = frag_mma(pl, sm_load_right_row(H_V + kc * FRAG_K * D + dn * FRAG_N, D), o_acc[dn]);
+          o_acc[dn] = frag_mma(pl, sm_load_right_row(H_V + kc * FRAG_K * DP + dn * FRAG_N, DP), o_acc[dn]);
         }
       }
     }
@@ -240,13 +246,13 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
   let y_base = params.y_off + (b * params.seq * params.n_head + h) * D;
   for (var c0 = 0u; c0 < D; c0 += OC) {
     if (works) {
-      for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OC + dn * FRAG_N - c0, OC, o_acc[dn]); }
+      for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OCP + dn * FRAG_N - c0, OCP, o_acc[dn]); }
     }
     workgroupBarrier();
     for (var e = lid; e < BR * OC; e += WG) {
       let row = e / OC;
       let i = i0 + row;
-      if (i < params.seq) { y[y_base + i * params.n_head * D + c0 + e % OC] = T(smem_f[e] / row_l[row]); }
+      if (i < params.seq) { y[y_base + i * params.n_head * D + c0 + e % OC] = T(smem_f[row * OCP + e % OC] / row_l[row]); }
     }
     workgroupBarrier();
   }
@@ -257,14 +263,16 @@ fn attention_sm_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
 #endif
 
 #if DQ
-// smem_h: K tile [BC×D] | V tile [BC×D] | dS [BR×BC]; Q, then dO, are staged through K|V first.
+// smem_h: K tile [BC×DP] | V tile [BC×DP] | dS [BR×BP]; Q, then dO, are staged through K|V first.
+const BP: u32 = BC + 8u;
+const SF: u32 = BC + 4u;
 const H_K: u32 = 0u;
-const H_V: u32 = BC * D;
-const H_DS: u32 = 2u * BC * D;
-var<workgroup> smem_h: array<f16, 2u * BC * D + BR * BC>;
-// smem_f: S [BR×BC] | dP [BR×BC]; the dq output chunks reuse it
-const F_DP: u32 = BR * BC;
-var<workgroup> smem_f: array<f32, 2u * BR * BC>;
+const H_V: u32 = BC * DP;
+const H_DS: u32 = 2u * BC * DP;
+var<workgroup> smem_h: array<f16, 2u * BC * DP + BR * BP>;
+// smem_f: S [BR×SF] | dP [BR×SF]; the dq output chunks reuse it
+const F_DP: u32 = BR * SF;
+var<workgroup> smem_f: array<f32, 2u * BR * SF>;
 var<workgroup> row_lse2: array<f32, BR>;
 var<workgroup> row_delta: array<f32, BR>;
 
@@ -296,12 +304,12 @@ fn attention_sm_dq(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw
   var dof: array<frag_left, D / FRAG_K>;
   var dqf: array<frag_acc, D / FRAG_N>;
   stage_rows(lid, 0u, BR, i0, q_base, q_stride, 0u);
-  stage_rows(lid, BR * D, BR, i0, q_base, q_stride, 3u);
+  stage_rows(lid, BR * DP, BR, i0, q_base, q_stride, 3u);
   workgroupBarrier();
   if (works) {
     for (var kk = 0u; kk < D / FRAG_K; kk++) {
-      qf[kk] = sm_load_left(r0 * D + kk * FRAG_K, D);
-      dof[kk] = sm_load_left(BR * D + r0 * D + kk * FRAG_K, D);
+      qf[kk] = sm_load_left(r0 * DP + kk * FRAG_K, DP);
+      dof[kk] = sm_load_left(BR * DP + r0 * DP + kk * FRAG_K, DP);
     }
     for (var dn = 0u; dn < D / FRAG_N; dn++) { dqf[dn] = frag_zero(); }
   }
@@ -320,29 +328,30 @@ fn attention_sm_dq(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw
         var s = frag_zero();
         var dp = frag_zero();
         for (var kk = 0u; kk < D / FRAG_K; kk++) {
-          s = frag_mma(qf[kk], sm_load_right_col(H_K + nb * FRAG_N * D + kk * FRAG_K, D), s);
-          dp = frag_mma(dof[kk], sm_load_right_col(H_V + nb * FRAG_N * D + kk * FRAG_K, D), dp);
+          s = frag_mma(qf[kk], sm_load_right_col(H_K + nb * FRAG_N * DP + kk * FRAG_K, DP), s);
+          dp = frag_mma(dof[kk], sm_load_right_col(H_V + nb * FRAG_N * DP + kk * FRAG_K, DP), dp);
         }
-        sm_store_acc(r0 * BC + nb * FRAG_N, BC, s);
-        sm_store_acc(F_DP + r0 * BC + nb * FRAG_N, BC, dp);
+        sm_store_acc(r0 * SF + nb * FRAG_N, SF, s);
+        sm_store_acc(F_DP + r0 * SF + nb * FRAG_N, SF, dp);
       }
     }
     workgroupBarrier();
     for (var e = lid; e < BR * BC; e += WG) { // dS = P ⊙ (dP − delta), f32 → f16
       let row = e / BC;
+      let c = e % BC;
       var ds = 0.0;
-      if (visible(i0 + row, j0 + e % BC)) {
-        let p = exp2(smem_f[e] * params.scale_log2 - row_lse2[row]);
-        ds = p * (smem_f[F_DP + e] - row_delta[row]);
+      if (visible(i0 + row, j0 + c)) {
+        let p = exp2(smem_f[row * SF + c] * params.scale_log2 - row_lse2[row]);
+        ds = p * (smem_f[F_DP + row * SF + c] - row_delta[row]);
       }
-      smem_h[H_DS + e] = f16(ds);
+      smem_h[H_DS + row * BP + c] = f16(ds);
     }
     workgroupBarrier();
     if (works) { // dQ += dS·K
       for (var kc = 0u; kc < BC / FRAG_K; kc++) {
-        let dsl = sm_load_left(H_DS + r0 * BC + kc * FRAG_K, BC);
+        let dsl = sm_load_left(H_DS + r0 * BP + kc * FRAG_K, BP);
         for (var dn = 0u; dn < D / FRAG_N; dn++) {
-          dqf[dn] = frag_mma(dsl, sm_load_right_row(H_K + kc * FRAG_K * D + dn * FRAG_N, D), dqf[dn]);
+          dqf[dn] = frag_mma(dsl, sm_load_right_row(H_K + kc * FRAG_K * DP + dn * FRAG_N, DP), dqf[dn]);
         }
       }
     }
@@ -351,12 +360,12 @@ fn attention_sm_dq(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw
 
   for (var c0 = 0u; c0 < D; c0 += OC) {
     if (works) {
-      for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OC + dn * FRAG_N - c0, OC, dqf[dn]); }
+      for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) { sm_store_acc(r0 * OCP + dn * FRAG_N - c0, OCP, dqf[dn]); }
     }
     workgroupBarrier();
     for (var e = lid; e < BR * OC; e += WG) {
       let i = i0 + e / OC;
-      if (i < params.seq) { dq[params.dq_off + q_base + i * q_stride + c0 + e % OC] = T(smem_f[e] * params.scale); }
+      if (i < params.seq) { dq[params.dq_off + q_base + i * q_stride + c0 + e % OC] = T(smem_f[(e / OC) * OCP + e % OC] * params.scale); }
     }
     workgroupBarrier();
   }
@@ -364,15 +373,17 @@ fn attention_sm_dq(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw
 #endif
 
 #if DKV
-// smem_h: Q tile [BQ×D] | dO tile [BQ×D] | Pᵀ [BR×BQ] | dSᵀ [BR×BQ]; K, V staged through Q|dO first.
+// smem_h: Q tile [BQ×DP] | dO tile [BQ×DP] | Pᵀ [BR×BP] | dSᵀ [BR×BP]; K, V staged through Q|dO first.
+const BP: u32 = BQ + 8u;
+const SF: u32 = BQ + 4u;
 const H_Q: u32 = 0u;
-const H_DO: u32 = BQ * D;
-const H_PT: u32 = 2u * BQ * D;
-const H_DST: u32 = 2u * BQ * D + BR * BQ;
-var<workgroup> smem_h: array<f16, 2u * BQ * D + 2u * BR * BQ>;
-// smem_f: Sᵀ [BR×BQ] | dPᵀ [BR×BQ]; the dk, dv output chunks reuse it
-const F_DPT: u32 = BR * BQ;
-var<workgroup> smem_f: array<f32, 2u * BR * BQ>;
+const H_DO: u32 = BQ * DP;
+const H_PT: u32 = 2u * BQ * DP;
+const H_DST: u32 = 2u * BQ * DP + BR * BP;
+var<workgroup> smem_h: array<f16, 2u * BQ * DP + 2u * BR * BP>;
+// smem_f: Sᵀ [BR×SF] | dPᵀ [BR×SF]; the dk, dv output chunks reuse it
+const F_DPT: u32 = BR * SF;
+var<workgroup> smem_f: array<f32, 2u * BR * SF>;
 var<workgroup> col_lse2: array<f32, BQ>;
 var<workgroup> col_delta: array<f32, BQ>;
 
@@ -393,12 +404,12 @@ fn attention_sm_dkv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
   var dkf: array<frag_acc, D / FRAG_N>;
   var dvf: array<frag_acc, D / FRAG_N>;
   stage_rows(lid, 0u, BR, j0, kv_base, kv_stride, 1u);
-  stage_rows(lid, BR * D, BR, j0, kv_base, kv_stride, 2u);
+  stage_rows(lid, BR * DP, BR, j0, kv_base, kv_stride, 2u);
   workgroupBarrier();
   if (works) {
     for (var kk = 0u; kk < D / FRAG_K; kk++) {
-      kf[kk] = sm_load_left(r0 * D + kk * FRAG_K, D);
-      vf[kk] = sm_load_left(BR * D + r0 * D + kk * FRAG_K, D);
+      kf[kk] = sm_load_left(r0 * DP + kk * FRAG_K, DP);
+      vf[kk] = sm_load_left(BR * DP + r0 * DP + kk * FRAG_K, DP);
     }
     for (var dn = 0u; dn < D / FRAG_N; dn++) {
       dkf[dn] = frag_zero();
@@ -434,33 +445,34 @@ fn attention_sm_dkv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
           var st = frag_zero();
           var dpt = frag_zero();
           for (var kk = 0u; kk < D / FRAG_K; kk++) {
-            st = frag_mma(kf[kk], sm_load_right_col(H_Q + nb * FRAG_N * D + kk * FRAG_K, D), st);
-            dpt = frag_mma(vf[kk], sm_load_right_col(H_DO + nb * FRAG_N * D + kk * FRAG_K, D), dpt);
+            st = frag_mma(kf[kk], sm_load_right_col(H_Q + nb * FRAG_N * DP + kk * FRAG_K, DP), st);
+            dpt = frag_mma(vf[kk], sm_load_right_col(H_DO + nb * FRAG_N * DP + kk * FRAG_K, DP), dpt);
           }
-          sm_store_acc(r0 * BQ + nb * FRAG_N, BQ, st);
-          sm_store_acc(F_DPT + r0 * BQ + nb * FRAG_N, BQ, dpt);
+          sm_store_acc(r0 * SF + nb * FRAG_N, SF, st);
+          sm_store_acc(F_DPT + r0 * SF + nb * FRAG_N, SF, dpt);
         }
       }
       workgroupBarrier();
       for (var e = lid; e < BR * BQ; e += WG) { // Pᵀ and dSᵀ, f32 → f16
+        let r = e / BQ;
         let c = e % BQ;
         var p = 0.0;
         var ds = 0.0;
-        if (visible(i0 + c, j0 + e / BQ)) {
-          p = exp2(smem_f[e] * params.scale_log2 - col_lse2[c]);
-          ds = p * (smem_f[F_DPT + e] - col_delta[c]);
+        if (visible(i0 + c, j0 + r)) {
+          p = exp2(smem_f[r * SF + c] * params.scale_log2 - col_lse2[c]);
+          ds = p * (smem_f[F_DPT + r * SF + c] - col_delta[c]);
         }
-        smem_h[H_PT + e] = f16(p);
-        smem_h[H_DST + e] = f16(ds);
+        smem_h[H_PT + r * BP + c] = f16(p);
+        smem_h[H_DST + r * BP + c] = f16(ds);
       }
       workgroupBarrier();
       if (works) { // dV += Pᵀ·dO, dK += dSᵀ·Q
         for (var kc = 0u; kc < BQ / FRAG_K; kc++) {
-          let pl = sm_load_left(H_PT + r0 * BQ + kc * FRAG_K, BQ);
-          let dsl = sm_load_left(H_DST + r0 * BQ + kc * FRAG_K, BQ);
+          let pl = sm_load_left(H_PT + r0 * BP + kc * FRAG_K, BP);
+          let dsl = sm_load_left(H_DST + r0 * BP + kc * FRAG_K, BP);
           for (var dn = 0u; dn < D / FRAG_N; dn++) {
-            dvf[dn] = frag_mma(pl, sm_load_right_row(H_DO + kc * FRAG_K * D + dn * FRAG_N, D), dvf[dn]);
-            dkf[dn] = frag_mma(dsl, sm_load_right_row(H_Q + kc * FRAG_K * D + dn * FRAG_N, D), dkf[dn]);
+            dvf[dn] = frag_mma(pl, sm_load_right_row(H_DO + kc * FRAG_K * DP + dn * FRAG_N, DP), dvf[dn]);
+            dkf[dn] = frag_mma(dsl, sm_load_right_row(H_Q + kc * FRAG_K * DP + dn * FRAG_N, DP), dkf[dn]);
           }
         }
       }
@@ -471,8 +483,8 @@ fn attention_sm_dkv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
   for (var c0 = 0u; c0 < D; c0 += OC) {
     if (works) {
       for (var dn = c0 / FRAG_N; dn < (c0 + OC) / FRAG_N; dn++) {
-        sm_store_acc(r0 * OC + dn * FRAG_N - c0, OC, dkf[dn]);
-        sm_store_acc(BR * OC + r0 * OC + dn * FRAG_N - c0, OC, dvf[dn]);
+        sm_store_acc(r0 * OCP + dn * FRAG_N - c0, OCP, dkf[dn]);
+        sm_store_acc(BR * OCP + r0 * OCP + dn * FRAG_N - c0, OCP, dvf[dn]);
       }
     }
     workgroupBarrier();
@@ -480,8 +492,9 @@ fn attention_sm_dkv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_
       let j = j0 + e / OC;
       if (j < params.seq) {
         let a = kv_base + j * kv_stride + c0 + e % OC;
-        dk[params.dk_off + a] = T(smem_f[e] * params.scale);
-        dv[params.dv_off + a] = T(smem_f[BR * OC + e]);
+        let sa = (e / OC) * OCP + e % OC;
+        dk[params.dk_off + a] = T(smem_f[sa] * params.scale);
+        dv[params.dv_off + a] = T(smem_f[BR * OCP + sa]);
       }
     }
     workgroupBarrier();

@@ -95,18 +95,22 @@ export interface SmPlan {
   bytes: number;
 }
 
-/** Workgroup memory of one kernel (bytes): mirrors the smem declarations in the kernel file. */
+/**
+ * Workgroup memory of one kernel (bytes): mirrors the smem declarations in the kernel file (f16 rows
+ * padded by 8 elements, f32 rows by 4), and whether the resident rows fit the staging area.
+ */
 function footprint(kind: Kind, BR: number, BS: number, D: number): { bytes: number; stagingOk: boolean } {
+  const DP = D + 8, BP = BS + 8, SF = BS + 4;
   if (kind === 'fwd') {
-    const h = 2 * BS * D + BR * BS;
-    return { bytes: 2 * h + 4 * BR * BS + 3 * 4 * BR + 8, stagingOk: BR * D <= h };
+    const h = 2 * BS * DP + BR * BP;
+    return { bytes: 2 * h + 4 * BR * SF + 3 * 4 * BR + 8, stagingOk: BR * DP <= h };
   }
   if (kind === 'dq') {
-    const h = 2 * BS * D + BR * BS;
-    return { bytes: 2 * h + 8 * BR * BS + 8 * BR, stagingOk: 2 * BR * D <= h };
+    const h = 2 * BS * DP + BR * BP;
+    return { bytes: 2 * h + 8 * BR * SF + 8 * BR, stagingOk: 2 * BR * DP <= h };
   }
-  const h = 2 * BS * D + 2 * BR * BS;
-  return { bytes: 2 * h + 8 * BR * BS + 8 * BS, stagingOk: 2 * BR * D <= h };
+  const h = 2 * BS * DP + 2 * BR * BP;
+  return { bytes: 2 * h + 8 * BR * SF + 8 * BS, stagingOk: 2 * BR * DP <= h };
 }
 
 const NSG_CHOICES = [4, 2, 1];

@@ -3,8 +3,8 @@
  * references in src/ops/attention.ts: forward output, lse and all three gradients, at awkward
  * shapes, natively at the adapter's shape and at NVIDIA's wide shapes built from native fragments.
  * Needs an adapter with f16 subgroup matrices (lavapipe 26.2: `eval "$(../shared/adapters/lavapipe-26/setup.sh)"`,
- * AUTORESEARCH_GPU=vulkan). Elsewhere the suite is skipped, unless AUTORESEARCH_REQUIRE_SUBGROUP_MATRIX=1
- * (CI's lavapipe run), where a missing feature fails.
+ * AUTORESEARCH_GPU=vulkan). Elsewhere the suite is skipped, unless
+ * AUTORESEARCH_REQUIRE_FEATURES=chromium-experimental-subgroup-matrix (CI's lavapipe run), where a missing feature fails.
  *
  * Tolerances: the kernels see q, k, v, dy rounded to f16 (the references get the same rounded
  * values, so input rounding is not an error), and round P, dS to f16 before the second product
@@ -20,7 +20,7 @@ import {
   attentionBwdSubgroupMatrix, attentionFwdSubgroupMatrix, fragmentLayer, kernelSource, planTiles,
   subgroupMatrixAttentionUnsupported, type AttentionSmOptions, type SmPlan,
 } from '../../src/ops/attention_subgroup_matrix.ts';
-import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES } from '../../src/gpu/subgroup_matrix.ts';
+import { emulatedFragment, type FragmentConfig, fragmentLabel, nativeFragments, NVIDIA_SHAPES, SUBGROUP_MATRIX_FEATURE } from '../../src/gpu/subgroup_matrix.ts';
 import { loadSource } from '../../src/gpu/wgsl.ts';
 import { fromF16Bits, f16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import type { Tensor } from '../../src/gpu/tensor.ts';
@@ -29,8 +29,8 @@ import { expectClose, testRuntime } from '../setup.ts';
 
 const rt = (await testRuntime()) as Runtime | null;
 const info = rt?.subgroupMatrix && nativeFragments(rt.subgroupMatrix).length ? rt.subgroupMatrix : null;
-if (!info && process.env.AUTORESEARCH_REQUIRE_SUBGROUP_MATRIX === '1') {
-  throw new Error(`AUTORESEARCH_REQUIRE_SUBGROUP_MATRIX=1 but the adapter (${rt?.gpu.describe() ?? 'none'}) has no f16 subgroup matrices`);
+if (!info && (process.env.AUTORESEARCH_REQUIRE_FEATURES ?? '').split(',').includes(SUBGROUP_MATRIX_FEATURE)) {
+  throw new Error(`${SUBGROUP_MATRIX_FEATURE} is required (AUTORESEARCH_REQUIRE_FEATURES) but the adapter (${rt?.gpu.describe() ?? 'none'}) has no f16 subgroup matrices`);
 }
 const rng = new Rng(31);
 
