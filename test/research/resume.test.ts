@@ -48,7 +48,7 @@ describe('kill -9 of the driver mid-run, then --resume', () => {
 
     api.script(proposal('MATRIX_LR 0.05', [[LR, 'const MATRIX_LR = 0.05;']]));
     await new ResearchDriver(options(dir, api, { resume: true, noiseFloor: 0, maxExperiments: 1 }), out).run();
-  }, 120_000);
+  });
 
   it('stops the orphaned training job', () => {
     expect(alive(orphan)).toBe(false);
