@@ -118,8 +118,9 @@ const BS_CHOICES = [64, 32, 16, 8];
 
 /**
  * Tiles for one kernel: the most subgroups (resident rows) and then the longest streamed tile that
- * fit the adapter's workgroup memory and invocation limits, unless overridden. A real GPU wants
- * 4 subgroups × M rows and 32–64 streamed rows at D = 128 (about 28 KiB); small heads fit more.
+ * fit the adapter's workgroup memory and invocation limits, unless overridden. With 32 KiB at
+ * D = 128 and NVIDIA's 16-row fragments that is fwd 4 subgroups (64 queries) × 32 keys (31.8 KiB),
+ * dq 2 × 32 (28.8 KiB), dkv 2 (32 keys) × 32 queries (31.3 KiB); smaller heads fit larger tiles.
  */
 export function planTiles(rt: Runtime, kind: Kind, D: number, opts: AttentionSmOptions = {}): SmPlan {
   const fragment = chooseFragment(rt, opts);
