@@ -72,14 +72,19 @@ const LN2: f32 = 0.6931471805599453;
 const DP: u32 = D + 8u;   // staged q, k, v, dy rows
 const OCP: u32 = OC + 4u; // output chunks (f32)
 
-@group(0) @binding(0) var<storage, read> q: array<T>;
-@group(0) @binding(1) var<storage, read> k: array<T>;
-@group(0) @binding(2) var<storage, read> v: array<T>;
+#if VEC4
+alias TV = vec4<T>; // inputs staged 8 bytes per load (host: element offsets multiples of 4)
+#else
+alias TV = T;
+#endif
+@group(0) @binding(0) var<storage, read> q: array<TV>;
+@group(0) @binding(1) var<storage, read> k: array<TV>;
+@group(0) @binding(2) var<storage, read> v: array<TV>;
 #if FWD
 @group(0) @binding(3) var<storage, read_write> y: array<T>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 #else
-@group(0) @binding(3) var<storage, read> dy: array<T>;
+@group(0) @binding(3) var<storage, read> dy: array<TV>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> delta: array<f32>;
 #endif
@@ -97,8 +102,34 @@ fn visible(i: u32, j: u32) -> bool {
 }
 
 // Copies `rows` rows of D elements, starting at row `r0` of a [.., T, heads, D] tensor, into
-// smem_h[dst ..] (row stride DP); rows at or past T become zeros.
+// smem_h[dst ..] (row stride DP); rows at or past T become zeros. `base` and `row_stride` count
+// elements (multiples of 4: D is).
 fn stage_rows(lid: u32, dst: u32, rows: u32, r0: u32, base: u32, row_stride: u32, which: u32) {
+#if VEC4
+  const D4 = D / 4u;
+  for (var e = lid; e < rows * D4; e += WG) {
+    let r = r0 + e / D4;
+    var x = vec4<f16>(0.0h);
+    if (r < params.seq) {
+      let a = (base + r * row_stride) / 4u + e % D4;
+      switch (which) {
+        case 0u: { x = vec4<f16>(q[params.q_off / 4u + a]); }
+        case 1u: { x = vec4<f16>(k[params.k_off / 4u + a]); }
+        case 2u: { x = vec4<f16>(v[params.v_off / 4u + a]); }
+#if FWD
+        default: { }
+#else
+        default: { x = vec4<f16>(dy[params.dy_off / 4u + a]); }
+#endif
+      }
+    }
+    let o = dst + (e / D4) * DP + 4u * (e % D4);
+    smem_h[o] = x.x;
+    smem_h[o + 1u] = x.y;
+    smem_h[o + 2u] = x.z;
+    smem_h[o + 3u] = x.w;
+  }
+#else
   for (var e = lid; e < rows * D; e += WG) {
     let r = r0 + e / D;
     var x = 0.0h;
@@ -117,6 +148,7 @@ fn stage_rows(lid: u32, dst: u32, rows: u32, r0: u32, base: u32, row_stride: u32
     }
     smem_h[dst + (e / D) * DP + e % D] = x;
   }
+#endif
 }
 
 #if FWD

@@ -170,14 +170,15 @@ const DEFINE: Record<Kind, string> = { fwd: 'FWD', dq: 'DQ', dkv: 'DKV' };
 /** Plans and compiled kernels per runtime, keyed by kind, head dim and options: the hot path builds no strings twice. */
 const cache = new WeakMap<Runtime, Map<string, { plan: SmPlan; kernel: Kernel }>>();
 
-function smKernel(rt: Runtime, kind: Kind, D: number, opts: AttentionSmOptions): { plan: SmPlan; kernel: Kernel } {
+/** `vec4`: the inputs' element offsets are multiples of 4, so tiles are staged 4 elements per load. */
+function smKernel(rt: Runtime, kind: Kind, D: number, opts: AttentionSmOptions, vec4: boolean): { plan: SmPlan; kernel: Kernel } {
   let perRt = cache.get(rt);
   if (!perRt) cache.set(rt, (perRt = new Map()));
-  const key = `${kind}/${D}/${opts.shape ? shapeLabel(opts.shape) : ''}/${opts.emulate ? 1 : 0}/${JSON.stringify(opts.tiles?.[kind] ?? {})}`;
+  const key = `${kind}/${D}/${vec4 ? 4 : 1}/${opts.shape ? shapeLabel(opts.shape) : ''}/${opts.emulate ? 1 : 0}/${JSON.stringify(opts.tiles?.[kind] ?? {})}`;
   let hit = perRt.get(key);
   if (!hit) {
     const plan = planTiles(rt, kind, D, opts);
-    const kernel = rt.kernel({ source: { code: kernelSource(plan, D) }, entry: ENTRY[kind], defines: { [DEFINE[kind]]: true }, dtype: 'f16' });
+    const kernel = rt.kernel({ source: { code: kernelSource(plan, D) }, entry: ENTRY[kind], defines: { [DEFINE[kind]]: true, VEC4: vec4 }, dtype: 'f16' });
     hit = { plan, kernel };
     perRt.set(key, hit);
   }
@@ -209,7 +210,7 @@ function params(q: Tensor, k: Tensor, v: Tensor, T: number, H: number, Hkv: numb
 export function attentionFwdSubgroupMatrix(rt: Runtime, q: Tensor, k: Tensor, v: Tensor, window: number, opts: AttentionSmOptions = {}): { y: Tensor; lse: Tensor } {
   const { B, T, H, Hkv, D } = attentionDims('attentionFwdSubgroupMatrix', q, k, v, window);
   if (q.dtype !== 'f16') throw new Error(`attentionFwdSubgroupMatrix: q, k, v must be f16; got ${q.dtype}`);
-  const { plan, kernel } = smKernel(rt, 'fwd', D, opts);
+  const { plan, kernel } = smKernel(rt, 'fwd', D, opts, [q, k, v].every((t) => t.offset % 4 === 0));
   const y = rt.empty(q.shape, 'f16');
   const lse = rt.empty([B, H, T], 'f32');
   const p = params(q, k, v, T, H, Hkv, D, window);
@@ -232,8 +233,9 @@ export function attentionBwdSubgroupMatrix(
   if (lse.dtype !== 'f32' || lse.shape.length !== 3 || lse.dim(0) !== B || lse.dim(1) !== H || lse.dim(2) !== T) {
     throw new Error(`attentionBwdSubgroupMatrix: lse ${lse.describe()} must be f32 [${B}, ${H}, ${T}]`);
   }
-  const dqK = smKernel(rt, 'dq', D, opts);
-  const dkvK = smKernel(rt, 'dkv', D, opts);
+  const vec4 = [q, k, v, dy].every((t) => t.offset % 4 === 0);
+  const dqK = smKernel(rt, 'dq', D, opts, vec4);
+  const dkvK = smKernel(rt, 'dkv', D, opts, vec4);
   const delta = rt.empty([B, H, T], 'f32');
   const dq = rt.empty(q.shape, 'f16');
   const dk = rt.empty(k.shape, 'f16');
