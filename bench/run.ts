@@ -65,8 +65,8 @@ saves JSON (adapter, date, commit, results) under bench/results/.
   --wallclock       time with the wall clock instead of GPU timestamps
   --json            print the JSON record on stdout (logs go to stderr)
   --out FILE        where to save the JSON (default bench/results/<date>-<adapter>.json)
-  --tune            first time the subgroup-matrix GEMM's candidate configurations for the model's
-                    matmul products and cache the winners (then only matmul runs unless --suite says)
+  --tune            first tune the subgroup-matrix GEMM for this adapter (cached on disk), then run
+                    the suites (only matmul unless --suite says otherwise)
   -h, --help        this text`,
   options: {
     suite: { type: 'string' },

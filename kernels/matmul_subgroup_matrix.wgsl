@@ -1,7 +1,9 @@
 // matmul_subgroup_matrix: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] on subgroup matrices (tensor
 // cores): f16 A and B, f32 accumulation, f32 or f16 C. Ref gemmRef (src/ops/matmul.ts). Host:
 // src/ops/matmul_subgroup_matrix.ts, which prepends the generated prelude (src/gpu/subgroup_matrix.ts
-// fragmentPrelude + the tile consts and fragment load/store functions named below).
+// fragmentPrelude + the tile consts and fragment load/store functions named below). Tile sizes are
+// generated consts rather than `override`s: the fragment functions are generated per shape anyway,
+// and override-sized workgroup arrays are reported to trouble subgroup-matrix loads in Dawn.
 //
 // Work split: a BM x BN block of C per workgroup; grid (ceil(N/BN), ceil(M/BM), batch * splits).
 // WG = SG_COUNT * FRAG_SUBGROUP threads; subgroup s < SG_COUNT owns a (TM * FRAG_M) x (TN * FRAG_N)

@@ -6,7 +6,8 @@
  * lmHeadLoss never materialises the [N, V] logits: per chunk of rows it computes the logits,
  * the fused softcap-xent kernel writes per-token losses and overwrites the chunk with d(mean)/dz,
  * and dx, dW are accumulated from that chunk at once. The recorded backward only scales the saved
- * dx, dW by the incoming scalar gradient.
+ * dx, dW by the incoming scalar gradient. train.ts writes the same loss out of primitive ops (its
+ * softcapCrossEntropy); lmHeadLoss is the fused alternative (three elementwise passes fewer per chunk).
  */
 import { scaleByScalar, scaleByScalarInPlace } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';

@@ -194,12 +194,18 @@ export function sgmatSource(f: FragmentConfig, t: SgTile, v: SgVariant): string 
   return parts.join('\n') + '\n' + kernelFile;
 }
 
-/** Hash of everything that decides the generated kernels (the tuner's cache key includes it). */
+/**
+ * Hash of what decides the generated kernels (the tuner's cache key includes it): the kernel file
+ * and the generated WGSL of every variant for a reference fragment, so an edit to the file, the
+ * fragment generator or the tile consts retunes. Reads only kernels/ (the sandbox allows that).
+ */
 export function sgmatSourceHash(): string {
-  kernelFile ??= readFileSync(KERNEL_DIR + KERNEL_FILE, 'utf8');
-  const generator = readFileSync(new URL('../gpu/subgroup_matrix.ts', import.meta.url), 'utf8');
-  const host = readFileSync(new URL(import.meta.url), 'utf8');
-  return createHash('sha256').update(kernelFile).update(generator).update(host).digest('hex').slice(0, 16);
+  const f: FragmentConfig = { M: 16, N: 16, K: 16, native: { M: 8, N: 8, K: 8 }, input: 'f16', result: 'f32', subgroupSize: 32, emulated: true };
+  const h = createHash('sha256');
+  for (let bits = 0; bits < 16; bits++) {
+    h.update(sgmatSource(f, defaultTile(f), { transA: !!(bits & 1), transB: !!(bits & 2), cF16: !!(bits & 4), vec4: !!(bits & 8) }));
+  }
+  return h.digest('hex').slice(0, 16);
 }
 
 const kernels = new WeakMap<Runtime, Map<string, Kernel>>();

@@ -87,6 +87,14 @@ export function softcapXentFwd(rt: Runtime, logits: Tensor, targets: Tensor, o: 
   return loss;
 }
 
+/**
+ * Cross-entropy without a cap (F.cross_entropy(logits, targets, ignore_index=-1, reduction='none')):
+ * per-token losses f32 [rows]; with `grad`, the logits are overwritten in place by d(mean loss)/dlogits.
+ */
+export function crossEntropy(rt: Runtime, logits: Tensor, targets: Tensor, o: Omit<SoftcapXentOptions, 'softcap'> = {}): Tensor {
+  return softcapXentFwd(rt, logits, targets, { ...o, softcap: 0 });
+}
+
 /** z ← s·tanh(z/s) in place (s = 0: unchanged); returns z. */
 export function softcapFwd(rt: Runtime, z: Tensor, softcap: number): Tensor {
   checkSoftcap('softcapFwd', softcap);

@@ -12,6 +12,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ApiAbortedError, FatalApiError, ResearchAgent, type Conversation } from './agent.ts';
+import { apiReference } from './api_reference.ts';
 import { applyEdits, type Proposal } from './edits.ts';
 import { ResearchGit } from './git.ts';
 import { compareHashes, hashProtected, TrainGuard } from './guard.ts';
@@ -21,7 +22,8 @@ import {
   appendRecord, appendResult, initResults, readRecords, readResults, resumeState, rowFromRecord,
   type ExperimentRecord, type ResultRow, type RunRecord, type SessionRecord, type Status,
 } from './results.ts';
-import { crashSummary, killOrphan, latestProgress, logTail, runTraining, type RunResult } from './runner.ts';
+import { runExperiment } from './experiment.ts';
+import { crashSummary, killOrphan, latestProgress, logTail, type RunResult } from './runner.ts';
 import { RECORDS_FILE, refreshCharts, RESULTS_FILE } from './summary.ts';
 
 export const TRAIN_FILE = 'train.ts';
@@ -367,9 +369,12 @@ export class ResearchDriver {
     tick();
     const timer = setInterval(tick, 1000);
     try {
-      const result = await runTraining({
-        command: this.opts.trainCommand, repoDir: this.repoDir, logPath,
-        timeoutS: 2 * this.#timeBudgetS + this.opts.startupAllowanceS,
+      // one code path with `npm run experiment`: guard, sandbox, the harness's signed metric
+      // (a --train-command other than the default is a stand-in trainer, run as given)
+      const result = await runExperiment({
+        repoDir: this.repoDir, trainSource: readFileSync(join(this.repoDir, TRAIN_FILE), 'utf8'), logPath, guard: this.#guard,
+        trainCommand: this.opts.trainCommand === DEFAULTS.trainCommand ? undefined : this.opts.trainCommand,
+        timeBudgetS: this.#timeBudgetS, startupAllowanceS: this.opts.startupAllowanceS,
         env: this.#childEnv(), signal: this.#abort.signal, onStart,
       });
       try {
@@ -518,7 +523,7 @@ export class ResearchDriver {
     const conv = agent.startConversation({
       programMd: this.#readOr('program.md', '(program.md is missing)'),
       readme: this.#readOr('README.md', '(no README.md)'),
-      prepareTs: this.#readOr('prepare.ts', '(prepare.ts is missing)'),
+      apiReference: apiReference(this.repoDir),
       baselineLog: this.#baselineLog(),
       trainTs: base,
       state: await this.#stateText(n),
