@@ -134,7 +134,8 @@ export async function benchCase(rt: Runtime, family: string, c: BenchCase, o: Ti
   if (c.flops) {
     Object.assign(r, { precision: c.precision ?? 'f32', matrixConfig: c.matrixConfig ?? null, tensorCores: !!c.matrixConfig });
     r.gflops = c.flops / seconds / 1e9;
-    const peak = peakFlops(rt.gpu.info, c.precision ?? 'f32');
+    r.precision = c.precision ?? 'f32';
+    const peak = peakFlops(rt.gpu.info, r.precision);
     if (peak) r.peakPercent = (100 * c.flops) / seconds / peak;
   } else if (c.bytes) {
     r.gbps = c.bytes / seconds / 1e9;

@@ -1,7 +1,7 @@
 /**
  * @file `npx tsx bench/sandbox_overhead.ts [--steps N] [--rounds R] [--json]`: what the sandbox
  * costs an honest experiment. The same train.ts trains N optimizer steps directly (`node --import
- * tsx`, as `npm run train`) and through runExperiment (build, permission model, network namespace,
+ * tsx train.ts`, as `npm run train`, with AUTORESEARCH_MAX_STEPS) and through runExperiment (build, permission model, network namespace,
  * harness preload), alternating R times; per-step times come from train.ts's own `dt:` lines, the
  * first steps (pipeline compilation) left out. Reports steps per 300 s of steady training with and
  * without the sandbox and the loss, with the adapter and date; saves JSON under bench/results/.
@@ -17,9 +17,10 @@ import { netIsolation } from '../src/research/sandbox.ts';
 const USAGE = 'Usage: npx tsx bench/sandbox_overhead.ts [--steps N (default 40)] [--rounds R (default 2)] [--warmup W (default 3)] [--parallel] [--json]\n' +
   '  --parallel  run the direct and the sandboxed training at the same time (a paired comparison on a shared, busy machine)';
 
-function runDirect(entry: string, repo: string, logPath: string): Promise<void> {
+function runDirect(steps: number, repo: string, logPath: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env, AUTORESEARCH_MAX_STEPS: String(steps) };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'train.ts'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -61,8 +62,6 @@ async function main(): Promise<number> {
   }
   const repo = resolve('.');
   const work = mkdtempSync(join(tmpdir(), 'sandbox-overhead-'));
-  const entry = join(work, 'direct.mts');
-  writeFileSync(entry, `import { train } from ${JSON.stringify(join(repo, 'train.ts'))};\nawait train({ maxSteps: ${steps} });\nprocess.exit(0);\n`);
   const source = readFileSync(join(repo, 'train.ts'), 'utf8');
   const runs: { mode: 'direct' | 'sandbox'; dt: number[] }[] = [];
   let adapter = '';
@@ -70,9 +69,10 @@ async function main(): Promise<number> {
     for (let r = 0; r < rounds; r++) {
       const one = async (mode: 'direct' | 'sandbox') => {
         const logPath = join(work, `${mode}-${r}.log`);
-        if (mode === 'direct') await runDirect(entry, repo, logPath);
+        if (mode === 'direct') await runDirect(steps, repo, logPath);
         else {
-          const res = await runExperiment({ repoDir: repo, trainSource: source, logPath, maxSteps: steps, evalRows: 1, evalSeqLen: 64 });
+          // the guard's type check is not training time (and in --parallel it would slow the direct run)
+          const res = await runExperiment({ repoDir: repo, trainSource: source, logPath, maxSteps: steps, evalRows: 1, evalSeqLen: 64, guard: { check: () => ({ ok: true, problems: [] }) } });
           if (!res.ok) throw new Error(`sandboxed run failed: ${res.error}`);
         }
         const log = readFileSync(logPath, 'utf8');

@@ -5,21 +5,27 @@
  * Synthetic tokens (Zipf ids, next-token targets) from a stand-in dataloader, so no dataset is needed.
  *
  * Reports wall-clock ms per step and tokens/s, MFU (model FLOPs per token × tokens/s ÷ the
- * adapter's f32 peak, when known) and, with timestamp queries, one profiled step: GPU time per
+ * adapter's peak at the step's precision, when known) and, with timestamp queries, one profiled step: GPU time per
  * kernel family (the pipeline label's file stem) and host time = wall − GPU busy, as shares of the
  * unprofiled step. Sizes: the default model (depth 8, 16 × 2048 tokens per micro-batch, 2^19 per
  * step); `--size small` is the harness's software configuration (SOFTWARE_SIZES in src/harness.ts).
+ * The step runs in train.ts's precision (PRECISION: f16 where the adapter has shader-f16).
+ *
+ * `step memory` is the pool's peak over one training step (parameters, gradients, optimizer state,
+ * saved activations, transients) in f32 and in f16, taken from a dry allocation pass (Runtime's
+ * dryRun: every allocation and release of the real step, no GPU work), so the reference
+ * configuration's figure comes out even on a software adapter that could never run it.
  */
 import { type Batch, VOCAB_SIZE } from '../prepare.ts';
 import { type Tape, useRuntime } from '../src/autograd/tape.ts';
 import { peakFlops } from '../src/gpu/peaks.ts';
 import { matmulPrecision } from '../src/ops/matmul_subgroup_matrix.ts';
-import type { Runtime, TimedDispatch } from '../src/gpu/runtime.ts';
+import { Runtime, type TimedDispatch } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
-import { type RunSizes, SOFTWARE_SIZES } from '../src/harness.ts';
+import { computeDtype, type RunSizes, SOFTWARE_SIZES } from '../src/harness.ts';
 import { buildEmbeddingIndex, releaseEmbeddingIndex } from '../src/ops/embedding.ts';
 import { Rng } from '../src/util/rng.ts';
-import { buildModelConfig, GPT, OPTIMIZER_SETTINGS, RUN_SIZES, type TrainState, trainStep } from '../train.ts';
+import { buildModelConfig, GPT, OPTIMIZER_SETTINGS, PRECISION, RUN_SIZES, type TrainState, trainStep } from '../train.ts';
 import { zipfIds } from './embedding.bench.ts';
 import { type BenchCase, type BenchSuite, type BreakdownRow, type Measured, median, type TimingOptions } from './harness.ts';
 
@@ -116,33 +122,12 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
     get flops() {
       return flopsPerToken * totalBatchSize;
     },
-    precision: matmulPrecision(rt, 'f32'),
+    precision: matmulPrecision(rt, computeDtype(rt, PRECISION)), // the units the step's matmuls run on
     setup: async () => {
       if (s) return;
       rt.pool.resetPeak(); // peak_vram_mb: this model's step, not earlier suites
-      const tape = useRuntime(rt);
-      const model = new GPT(rt, config);
-      model.initWeights();
-      flopsPerToken = model.estimateFlops();
-      const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
-      const batches = syntheticBatches(HOST_BATCHES, B, T, V);
-      const ids = rt.keep(rt.empty([B, T], 'i32', 'inputs'));
-      const targets = rt.keep(rt.empty([B, T], 'i32', 'targets'));
-      let next = 0;
-      // as the dataloader does: the same two tensors, rewritten each micro-step
-      const loader = {
-        async next(): Promise<Batch> {
-          const b = batches[next++ % batches.length];
-          rt.write(ids, b.inputs);
-          rt.write(targets, b.targets);
-          return { inputs: ids, targets, inputsHost: b.inputs, targetsHost: b.targets, epoch: 1 };
-        },
-      };
-      const batch = await loader.next();
-      const train: TrainState = {
-        model, optimizer, loader, batch, embeddingIndex: buildEmbeddingIndex(rt, batch.inputsHost, V), gradAccumSteps: accum, lastLoss: rt.keep(rt.zeros([1])),
-      };
-      s = { train, tape, ids, targets, step: 0 };
+      s = await buildStepState(rt, cfg, computeDtype(rt, PRECISION));
+      flopsPerToken = s.train.model.estimateFlops();
     },
     run: () => void step(), // measure (below) times whole steps; this is for completeness
     async measure(o: TimingOptions): Promise<Measured> {
@@ -162,9 +147,11 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
       const dispatchesPerStep = (rt.dispatches - dispatches0) / steps;
       const ms = median(walls);
       const tokensPerS = totalBatchSize / (ms / 1000);
-      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, 'f32')); // the units the step's matmuls run on
+      const dtype = s!.train.model.dtype;
+      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // the units the step's matmuls run on, in its precision
       const counts = s!.train.model.numScalingParams();
       const extra: Record<string, number | string> = {
+        precision: dtype,
         tokens_per_s: tokensPerS,
         ...(peak ? { mfu_percent: (100 * flopsPerToken * tokensPerS) / peak } : {}),
         flops_per_token: flopsPerToken,
@@ -213,9 +200,89 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
   };
 }
 
+/** train.ts's model, optimizer and state for a step at `cfg`'s sizes in `dtype`, on a stand-in dataloader. */
+async function buildStepState(rt: Runtime, cfg: StepConfig, dtype: 'f32' | 'f16', gradAccumSteps?: number): Promise<StepState> {
+  const { depth, seqLen: T, deviceBatchSize: B, totalBatchSize, vocab: V } = cfg;
+  const config = buildModelConfig(depth, V, { aspectRatio: cfg.aspectRatio, headDim: cfg.headDim, seqLen: T });
+  const tape = useRuntime(rt);
+  const model = new GPT(rt, config, dtype);
+  model.initWeights();
+  const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
+  const batches = syntheticBatches(HOST_BATCHES, B, T, V);
+  const ids = rt.keep(rt.empty([B, T], 'i32', 'inputs'));
+  const targets = rt.keep(rt.empty([B, T], 'i32', 'targets'));
+  let next = 0;
+  // as the dataloader does: the same two tensors, rewritten each micro-step
+  const loader = {
+    async next(): Promise<Batch> {
+      const b = batches[next++ % batches.length];
+      rt.write(ids, b.inputs);
+      rt.write(targets, b.targets);
+      return { inputs: ids, targets, inputsHost: b.inputs, targetsHost: b.targets, epoch: 1 };
+    },
+  };
+  const batch = await loader.next();
+  const train: TrainState = {
+    model, optimizer, loader, batch, embeddingIndex: buildEmbeddingIndex(rt, batch.inputsHost, V),
+    gradAccumSteps: gradAccumSteps ?? totalBatchSize / (B * T), lastLoss: rt.keep(rt.zeros([1])),
+  };
+  return { train, tape, ids, targets, step: 0 };
+}
+
+/**
+ * Peak pool bytes of one training step in `dtype` at `cfg`'s sizes (rows per micro-batch
+ * `deviceBatchSize`), on a fresh runtime over rt's device: by default a dry allocation pass (dryRun:
+ * no GPU work, no buffers); `dryRun: false` runs the same steps for real (the test that the two
+ * agree). Two steps of two micro-steps each are recorded: the first step creates the optimizer state,
+ * and a second micro-step shows gradient accumulation; more micro-steps allocate nothing new.
+ */
+export async function stepPeakBytes(rt: Runtime, cfg: StepConfig, dtype: 'f32' | 'f16', deviceBatchSize = cfg.deviceBatchSize, dryRun = true): Promise<number> {
+  const run = Runtime.fromGpu(rt.gpu, { dryRun });
+  const sized = { ...cfg, deviceBatchSize, totalBatchSize: Math.max(cfg.totalBatchSize, deviceBatchSize * cfg.seqLen) };
+  const st = await buildStepState(run, sized, dtype, Math.min(2, sized.totalBatchSize / (deviceBatchSize * cfg.seqLen)));
+  for (let i = 0; i < 2; i++) await trainStep(st.train, i, 0);
+  const peak = run.pool.peakBytesInUse;
+  if (!dryRun) await run.sync();
+  for (const p of st.train.model.parameters()) run.release(p);
+  run.pool.trim();
+  useRuntime(rt); // the ambient tape back on the caller's runtime
+  return peak;
+}
+
+/** The step memory figure: f32 vs f16 peak pool bytes of one step (dry allocation pass). */
+export function stepMemoryCase(rt: Runtime, cfg: StepConfig): BenchCase {
+  const { depth, seqLen: T, deviceBatchSize: B } = cfg;
+  return {
+    name: `step memory depth ${depth}: ${B}x${T} tokens per micro-batch, f32 vs f16 (dry allocation pass)`,
+    run: () => {},
+    async measure(): Promise<Measured> {
+      const t0 = performance.now();
+      const f32 = await stepPeakBytes(rt, cfg, 'f32');
+      const f16 = await stepPeakBytes(rt, cfg, 'f16');
+      const f16Double = await stepPeakBytes(rt, cfg, 'f16', 2 * B);
+      const ms = performance.now() - t0;
+      const mb = (b: number) => b / 2 ** 20;
+      return {
+        ms,
+        minMs: ms,
+        method: 'wallclock',
+        repeats: 1,
+        extra: {
+          peak_pool_mb_f32: mb(f32),
+          peak_pool_mb_f16: mb(f16),
+          f16_over_f32: f16 / f32,
+          [`peak_pool_mb_f16_batch_${2 * B}`]: mb(f16Double),
+        },
+        note: 'pool peak of one training step from a dry allocation pass (every allocation of the real step, no GPU work); ms is host time of the pass',
+      };
+    },
+  };
+}
+
 export const suite: BenchSuite = {
   family: 'step',
   cases(rt, size) {
-    return [stepCase(rt, size === 'model' ? MODEL_STEP : SMALL_STEP)];
+    const cfg = size === 'model' ? MODEL_STEP : SMALL_STEP;
+    return [stepCase(rt, cfg), stepMemoryCase(rt, cfg)];
   },
 };

@@ -34,6 +34,8 @@ export interface TrainRun {
   maxSteps: number;
   /** The sizes to train at, given train.ts's own (a software adapter or a test may replace them). */
   sizes(wanted: RunSizes): RunSizes;
+  /** The compute dtype for train.ts's PRECISION on this adapter ('auto': f16 where it has shader-f16); a test may replace it. */
+  precision(wanted: 'auto' | 'f16' | 'f32'): 'f32' | 'f16';
 }
 
 export interface RunOptions {
@@ -43,6 +45,8 @@ export interface RunOptions {
   maxSteps?: number;
   /** Sizes that replace train.ts's (tests); applied after the software-adapter sizing. */
   sizes?: Partial<RunSizes>;
+  /** A precision that replaces train.ts's PRECISION (tests). */
+  precision?: 'auto' | 'f16' | 'f32';
   log?: (line: string) => void;
 }
 
@@ -52,6 +56,12 @@ function maxStepsFromEnv(): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`AUTORESEARCH_MAX_STEPS must be a whole number of steps, got '${raw}'`);
   return n;
+}
+
+/** The compute dtype a PRECISION setting asks for on this runtime's adapter. */
+export function computeDtype(rt: Runtime, precision: 'auto' | 'f16' | 'f32'): 'f32' | 'f16' {
+  if (precision === 'f16' && !rt.f16) throw new Error(`PRECISION 'f16' needs an adapter with shader-f16; ${rt.gpu.info.name} has none (use 'auto' or 'f32' in train.ts)`);
+  return precision === 'auto' ? (rt.f16 ? 'f16' : 'f32') : precision;
 }
 
 /** Opens the GPU (unless given one), loads the tokenizer, and says how the run is sized. */
@@ -69,6 +79,7 @@ export async function startRun(o: RunOptions = {}): Promise<TrainRun> {
       if (software) log('Software adapter: training the small configuration (SOFTWARE_SIZES in src/harness.ts)');
       return { ...(software ? SOFTWARE_SIZES : wanted), ...o.sizes };
     },
+    precision: (wanted) => computeDtype(rt, o.precision ?? wanted),
   };
 }
 

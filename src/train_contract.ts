@@ -17,6 +17,7 @@ export const TRAIN_CONTRACT: Readonly<Record<string, ContractKind>> = Object.fre
   MuonAdamW: 'class', // verify steps it with the fixture's groups; the optimizer bench times it
   OPTIMIZER_SETTINGS: 'const', // setupOptimizer's arguments from the hyperparameters
   RUN_SIZES: 'const', // the sizes the step bench measures
+  PRECISION: 'const', // the compute precision ('auto' | 'f16' | 'f32') the step bench runs at
   TrainState: 'type',
   trainStep: 'function', // one optimizer step of the loop, run by the step bench and the steady-state test
   TrainSummary: 'type',

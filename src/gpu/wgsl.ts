@@ -140,8 +140,9 @@ export function loadSource(source: string | { code: string }, defines: Defines, 
   const readInclude = (file: string) => readFileSync(KERNEL_DIR + file, 'utf8');
   const raw = typeof source === 'string' ? readInclude(source) : source.code;
   let body = preprocess(raw, { ...defines, [dtype.toUpperCase()]: true }, readInclude);
-  // enable/requires/diagnostic directives must precede every declaration: the kernel's own go above the alias
-  const directives = dtype === 'f16' ? ['enable f16;'] : [];
+  // enable/requires/diagnostic directives must precede every declaration: the kernel's own go above the alias;
+  // SUBGROUPS (a define): kernels' subgroup variants; the runtime sets it only where the device has 'subgroups'
+  const directives = [...(truthy(defines.SUBGROUPS) ? ['enable subgroups;'] : []), ...(dtype === 'f16' ? ['enable f16;'] : [])];
   body = body.replace(/^[ \t]*(?:enable|requires|diagnostic)\b[^;{]*;[ \t]*$/gm, (d) => (directives.push(d.trim()), ''));
   const code = [...new Set(directives)].map((d) => d + '\n').join('') + `alias T = ${dtype};\n` + body;
   return { code, reflection: reflect(code) };

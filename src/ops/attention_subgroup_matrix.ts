@@ -38,7 +38,8 @@ export interface SmTile {
 type Kind = 'fwd' | 'dq' | 'dkv';
 
 const LOG2E = Math.LOG2E;
-const DELTA_WG = 256;
+const DELTA_WG = 256; // attention.ts's delta workgroup sizes
+const DELTA_SG_WG = 64;
 
 /** The fragment for a request: the option's shape (native, or emulated when allowed), else the adapter's pick. */
 export function chooseFragment(rt: Runtime, opts: AttentionSmOptions = {}): FragmentConfig {
@@ -245,9 +246,10 @@ export function attentionBwdSubgroupMatrix(
     rows: B * T * H, y_off: y.offset, dy_off: dy.offset, lse_off: lse.offset, delta_off: delta.offset,
     dq_off: dq.offset, dk_off: dk.offset, dv_off: dv.offset,
   };
-  // delta = rowsum(dy ⊙ y): elementwise and memory-bound, the SIMT kernel is the right tool
-  const deltaK = rt.kernel({ source: 'attention_bwd.wgsl', entry: 'attention_bwd_delta', defines: { DELTA: true }, overrides: { WG: DELTA_WG, DC: D / 4 }, dtype: 'f16' });
-  rt.dispatch1d(deltaK, [dy, y, delta], p, Math.ceil((B * T * H) / DELTA_WG));
+  // delta = rowsum(dy ⊙ y): memory-bound, attention_bwd.wgsl's kernel as attentionBwd dispatches it
+  const sg = rt.subgroups;
+  const deltaK = rt.kernel({ source: 'attention_bwd.wgsl', entry: 'attention_bwd_delta', defines: { DELTA: true, SUBGROUPS: sg }, overrides: { WG: sg ? DELTA_SG_WG : DELTA_WG, DC: D / 4 }, dtype: 'f16' });
+  rt.dispatch1d(deltaK, [dy, y, delta], p, sg ? B * T * H : Math.ceil((B * T * H) / DELTA_WG));
   rt.dispatch(dqK.kernel, [q, k, v, dy, lse, delta, dq], p, Math.ceil(T / (dqK.plan.NSG * dqK.plan.fragment.M)), H, B);
   rt.dispatch(dkvK.kernel, [q, k, v, dy, lse, delta, dk, dv], p, Math.ceil(T / (dkvK.plan.NSG * dkvK.plan.fragment.M)), Hkv, B);
   rt.release(delta);

@@ -15,7 +15,9 @@ const WG = 256;
 type Variant = 'COUNT' | 'XENT' | 'XENT_GRAD' | 'SOFTCAP';
 
 function kernel(rt: Runtime, entry: string, variant: Variant, dtype: 'f32' | 'f16') {
-  const defines = variant === 'XENT_GRAD' ? { XENT: true, GRAD: true } : { [variant]: true };
+  // the row reductions (max, sum of exponentials) run on subgroups where the device has them
+  const subgroups = rt.subgroups && variant.startsWith('XENT');
+  const defines = variant === 'XENT_GRAD' ? { XENT: true, GRAD: true, SUBGROUPS: subgroups } : { [variant]: true, SUBGROUPS: subgroups };
   return rt.kernel({ source: 'softcap_xent.wgsl', entry, defines, overrides: { WG }, dtype });
 }
 

@@ -177,15 +177,12 @@ export async function runExperiment(spec: ExperimentSpec): Promise<ExperimentRes
   try {
     buildProject({ repoDir, trainSource: spec.trainSource, outDir: paths.build });
     makeSandboxDirs(paths);
-    const { argv, warning } = sandboxArgv({
-      paths, repoDir, readPaths,
-      entry: spec.maxSteps !== undefined ? 'src/research/harness_entry.js' : 'train.js',
-    });
+    const { argv, warning } = sandboxArgv({ paths, repoDir, readPaths, entry: 'train.js' });
     if (warning) console.error(warning);
     const key = randomBytes(32).toString('hex');
     const header = Buffer.from(JSON.stringify({
       key, resultFd: 3, seqLen: T, rowCount: data.rowCount, softwareRows, vocabSize: data.vocabSize, tokenBytes: data.tokenBytes,
-      timeBudgetS, allowanceS: spec.trainingAllowanceS ?? DEFAULT_TRAINING_ALLOWANCE_S, maxSteps: spec.maxSteps ?? null,
+      timeBudgetS, allowanceS: spec.trainingAllowanceS ?? DEFAULT_TRAINING_ALLOWANCE_S,
       seed: randomBytes(16).toString('hex'),
     }));
     const len = Buffer.alloc(4);
@@ -195,6 +192,8 @@ export async function runExperiment(spec: ExperimentSpec): Promise<ExperimentRes
     const cache = (spec.env ?? process.env).AUTORESEARCH_CACHE;
     if (cache) env.AUTORESEARCH_CACHE = cache;
     else env.AUTORESEARCH_CACHE = cacheDir(); // HOME moves to the scratch folder: keep the real cache
+    // the step cap of a quick check (src/harness.ts's startRun reads it); never inherited from the parent
+    if (spec.maxSteps !== undefined) env.AUTORESEARCH_MAX_STEPS = String(spec.maxSteps);
     const r = await runTraining({
       command: argv.join(' '), argv, repoDir: paths.build, logPath: spec.logPath, timeoutS, env,
       signal: spec.signal, onStart: spec.onStart, setupData: Buffer.concat([len, header, body]), resultKey: key,

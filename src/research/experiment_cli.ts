@@ -16,7 +16,7 @@ Runs train.ts the way the research driver does: the guard, then a sandbox (no ne
 reads only the project and the data, writes only a scratch folder), then the harness's own
 evaluation. Prints the harness's val_bpb and figures; train.ts's output goes to run.log.
 
-  --max-steps <n>    stop after n optimizer steps (quick checks; train.ts must export train())
+  --max-steps <n>    stop after n optimizer steps (quick checks; 0 evaluates the initialised model)
   --file <path>      the train.ts to run (default: train.ts in the repository)
   --log <path>       where train.ts's output goes (default: run.log)
   --repo <dir>       repository root (default: the current directory)

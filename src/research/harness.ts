@@ -180,7 +180,6 @@ export interface HarnessSetup {
   tokenBytes: number[];
   timeBudgetS: number;
   allowanceS: number;
-  maxSteps: number | null;
   /** Seed for probe placement (from the parent's CSPRNG) . */
   seed: string;
 }
@@ -221,11 +220,6 @@ if (fdEnv !== undefined) {
   rows = new I32(body.buffer, 0, header.rowCount * (header.seqLen + 1));
   setup = freeze(header);
   for (let i = 0; i < 4; i++) seedWords[i] = parseInt(header.seed.slice(i * 8, i * 8 + 8), 16) >>> 0;
-}
-
-/** The step cap of a quick check (`npm run experiment -- --max-steps N`), else null. */
-export function harnessMaxSteps(): number | null {
-  return setup?.maxSteps ?? null;
 }
 
 /** True in a sandboxed research run (the setup pipe was there). */
