@@ -468,7 +468,7 @@ export const PRECISION: 'auto' | 'f16' | 'f32' = 'auto';
 
 // Model size
 const DEPTH = 8; // number of transformer layers
-const DEVICE_BATCH_SIZE = 32; // rows per forward/backward (reference: 128 in bf16). One step's pool peak at depth 8 (npm run bench -- --suite step): f16 14.5 GB at 32 rows (7.9 at 16); f32 14.3 GB at 16, 27 GB at 32
+const DEVICE_BATCH_SIZE = 32; // rows per forward/backward (reference: 128 in bf16). One step's pool peak at depth 8 (npm run bench -- --suite step): f16 14.2 GB at 32 rows (7.6 at 16); f32 14.0 GB at 16, 27.1 GB at 32
 
 // ---------------------------------------------------------------------------
 // Setup: tokenizer, model, optimizer, dataloader
@@ -609,7 +609,7 @@ export async function train(run?: TrainRun): Promise<TrainSummary> {
 
   console.log(`Time budget: ${TIME_BUDGET}s`);
   console.log(`Gradient accumulation steps: ${gradAccumSteps}`);
-  const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // MFU against the peak of the units the matmuls run on, in the precision computed in
+  const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // MFU against the peak of the units the matmuls run on
   if (!peak) console.log('MFU: peak FLOP/s of this adapter unknown (set AUTORESEARCH_PEAK_TFLOPS); reporting 0');
 
   let smoothTrainLoss = 0;

@@ -122,7 +122,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
     get flops() {
       return flopsPerToken * totalBatchSize;
     },
-    precision: matmulPrecision(rt, computeDtype(rt, PRECISION)), // the units the step's matmuls run on
+    precision: matmulPrecision(rt, computeDtype(rt, PRECISION)),
     setup: async () => {
       if (s) return;
       rt.pool.resetPeak(); // peak_vram_mb: this model's step, not earlier suites
@@ -148,7 +148,7 @@ export function stepCase(rt: Runtime, cfg: StepConfig): BenchCase {
       const ms = median(walls);
       const tokensPerS = totalBatchSize / (ms / 1000);
       const dtype = s!.train.model.dtype;
-      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // the units the step's matmuls run on, in its precision
+      const peak = peakFlops(rt.gpu.info, matmulPrecision(rt, dtype)); // the units the step's matmuls run on
       const counts = s!.train.model.numScalingParams();
       const extra: Record<string, number | string> = {
         precision: dtype,

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { cacheDir, EVAL_TOKENS, MAX_SEQ_LEN, readManifest, splitParts, TIME_BUDGET, Tokenizer, tokenizerDir, dataDir, SOFTWARE_EVAL_TOKENS } from '../../prepare.ts';
 import { BatchStream } from '../data/loader.ts';
 import { SWIFTSHADER_ICD_PATHS } from '../gpu/device.ts';
+import { defaultCachePath as tuneCachePath } from '../ops/matmul_tune.ts';
 import { compareHashes, hashProtected, TrainGuard } from './guard.ts';
 import { runTraining, type RunResult } from './runner.ts';
 import { buildProject, makeSandboxDirs, removeSandbox, sandboxArgv, sandboxEnv, sandboxPaths } from './sandbox.ts';
@@ -164,6 +165,8 @@ export async function runExperiment(spec: ExperimentSpec): Promise<ExperimentRes
     const manifest = readManifest(ds) ? [join(ds, 'manifest.json')] : [];
     // the runtime looks for Chromium's SwiftShader ICD; the Vulkan loader reads its own files natively
     readPaths = [tokenizerDir(), ...manifest, ...splitParts(ds, 'train').map((p) => p.file), ...SWIFTSHADER_ICD_PATHS];
+    // the matmul autotuner's choices for this GPU (npm run bench -- --tune), read-only inside
+    if (existsSync(tuneCachePath(spec.env ?? process.env))) readPaths.push(tuneCachePath(spec.env ?? process.env));
   } catch (e) {
     return rejected(`the data is not ready (${(e as Error).message}); run: npm run prepare`);
   } finally {
@@ -192,6 +195,7 @@ export async function runExperiment(spec: ExperimentSpec): Promise<ExperimentRes
     const cache = (spec.env ?? process.env).AUTORESEARCH_CACHE;
     if (cache) env.AUTORESEARCH_CACHE = cache;
     else env.AUTORESEARCH_CACHE = cacheDir(); // HOME moves to the scratch folder: keep the real cache
+    env.AUTORESEARCH_TUNE_CACHE = tuneCachePath(spec.env ?? process.env); // likewise the tuned matmul choices
     // the step cap of a quick check (src/harness.ts's startRun reads it); never inherited from the parent
     if (spec.maxSteps !== undefined) env.AUTORESEARCH_MAX_STEPS = String(spec.maxSteps);
     const r = await runTraining({
