@@ -1,11 +1,15 @@
 /**
  * @file Flash attention forward and backward (kernels/attention_fwd.wgsl, attention_bwd.wgsl) at the
  * default model's shapes: B = 16 rows of T = 2048, 4 heads of 128, for both window sizes the SSSL
- * pattern uses (L: full causal, S: half context). f16 variants where the adapter has shader-f16.
+ * pattern uses (L: full causal, S: half context). f16 variants where the adapter has shader-f16: the
+ * SIMT kernels with f16 storage, and the subgroup-matrix (tensor-core) kernels where the adapter has
+ * f16 subgroup matrices (kernels/attention_subgroup_matrix.wgsl, its largest config; label says which).
  * FLOPs are model FLOPs per visible (query, key) pair: forward 4·D (QKᵀ and PV), backward 8·D
  * (twice the forward; the kernels' recomputation of P is not counted), as in the MFU estimate.
  */
-import { attentionBwd, attentionFwd } from '../src/ops/attention.ts';
+import { attentionBwd, attentionFwd, type AttentionOptions } from '../src/ops/attention.ts';
+import { fragmentLabel } from '../src/gpu/subgroup_matrix.ts';
+import { attentionBwdSubgroupMatrix, attentionFwdSubgroupMatrix, chooseFragment } from '../src/ops/attention_subgroup_matrix.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -31,13 +35,20 @@ export function visiblePairs(T: number, window: number): number {
   return (w * (w + 1)) / 2 + (T - w) * (w + 1);
 }
 
-function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: 'f32' | 'f16'): BenchCase[] {
+type Kernels = 'simt' | 'subgroup-matrix';
+
+function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: 'f32' | 'f16', kernels: Kernels = 'simt'): BenchCase[] {
   const { B, T, H, Hkv, D } = s;
-  const label = `${window >= T ? 'causal' : `window ${window}`} ${B}x${T}x${H}x${D}${dtype === 'f16' ? ' f16' : ''}`;
+  const matrix = kernels === 'subgroup-matrix';
+  const config = matrix && rt.subgroupMatrix?.configs.length ? chooseFragment(rt) : undefined;
+  const variant = matrix ? ` f16 subgroup-matrix${config ? ` ${fragmentLabel(config)}` : ''}` : dtype === 'f16' ? ' f16' : '';
+  const label = `${window >= T ? 'causal' : `window ${window}`} ${B}x${T}x${H}x${D}${variant}`;
   const fwdFlops = 4 * D * B * H * visiblePairs(T, window);
-  const precision = dtype === 'f16' ? 'f16' : 'f32';
-  if (dtype === 'f16' && !rt.f16) {
-    const skip = 'this adapter has no shader-f16';
+  const precision = matrix ? 'f16-matrix' : dtype === 'f16' ? 'f16' : 'f32';
+  const simt: AttentionOptions = { simt: true };
+  const fwd = (q: Tensor, k: Tensor, v: Tensor) => (matrix ? attentionFwdSubgroupMatrix(rt, q, k, v, window) : attentionFwd(rt, q, k, v, window, simt));
+  if ((dtype === 'f16' && !rt.f16) || (matrix && !config)) {
+    const skip = matrix ? 'this adapter has no f16 subgroup matrices' : 'this adapter has no shader-f16';
     return [{ name: `attention fwd ${label}`, skip, run: () => {} }, { name: `attention bwd ${label}`, skip, run: () => {} }];
   }
   let t: { q: Tensor; k: Tensor; v: Tensor; y: Tensor; lse: Tensor; dy: Tensor } | null = null;
@@ -47,7 +58,7 @@ function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: '
     const qShape = [B, T, H, D], kvShape = [B, T, Hkv, D];
     const upload = (shape: number[]) => rt.keep(rt.fromArray(rng.uniformArray(shape.reduce((p, d) => p * d, 1)), shape, dtype));
     const q = upload(qShape), k = upload(kvShape), v = upload(kvShape), dy = upload(qShape);
-    const { y, lse } = attentionFwd(rt, q, k, v, window);
+    const { y, lse } = fwd(q, k, v);
     t = { q, k, v, dy, y: rt.keep(y), lse: rt.keep(lse) };
   };
   const dispose = () => {
@@ -59,9 +70,10 @@ function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: '
       name: `attention fwd ${label}`,
       flops: fwdFlops,
       precision,
+      matrixConfig: config ? fragmentLabel(config) : null,
       setup,
       run: () => {
-        const { y, lse } = attentionFwd(rt, t!.q, t!.k, t!.v, window);
+        const { y, lse } = fwd(t!.q, t!.k, t!.v);
         rt.release(y);
         rt.release(lse);
       },
@@ -70,9 +82,12 @@ function attentionCases(rt: Runtime, s: AttentionShape, window: number, dtype: '
       name: `attention bwd ${label}`,
       flops: 2 * fwdFlops,
       precision,
+      matrixConfig: config ? fragmentLabel(config) : null,
       setup,
       run: () => {
-        const { dq, dk, dv } = attentionBwd(rt, t!.q, t!.k, t!.v, t!.y, t!.lse, t!.dy, window);
+        const { dq, dk, dv } = matrix
+          ? attentionBwdSubgroupMatrix(rt, t!.q, t!.k, t!.v, t!.y, t!.lse, t!.dy, window)
+          : attentionBwd(rt, t!.q, t!.k, t!.v, t!.y, t!.lse, t!.dy, window, simt);
         rt.release(dq);
         rt.release(dk);
         rt.release(dv);
@@ -92,6 +107,8 @@ export const suite: BenchSuite = {
       ...attentionCases(rt, s, long, 'f32'),
       ...attentionCases(rt, s, short, 'f32'),
       ...attentionCases(rt, s, long, 'f16'),
+      ...attentionCases(rt, s, long, 'f16', 'subgroup-matrix'),
+      ...attentionCases(rt, s, short, 'f16', 'subgroup-matrix'),
     ];
   },
 };

@@ -10,6 +10,7 @@
  */
 import type { Runtime } from '../gpu/runtime.ts';
 import type { Tensor } from '../gpu/tensor.ts';
+import { attentionBwdSubgroupMatrix, attentionFwdSubgroupMatrix, subgroupMatrixAttentionUnsupported } from './attention_subgroup_matrix.ts';
 
 /** Tile sizes of one kernel (all WGSL `override` constants): see the kernels' headers. */
 export interface AttentionTile {
@@ -58,6 +59,8 @@ export interface AttentionDims {
 export interface AttentionOptions {
   /** Tile sizes per kernel (tuning and tests); unspecified ones use ATTENTION_TILES. */
   tiles?: { fwd?: Partial<AttentionTile>; dq?: Partial<AttentionTile>; dkv?: Partial<AttentionTile> };
+  /** Use the SIMT kernels even where the subgroup-matrix ones would run (f16 on such adapters). */
+  simt?: boolean;
 }
 
 function shapeStr(t: Tensor): string {
@@ -124,6 +127,8 @@ function dtypeOf(t: Tensor): 'f32' | 'f16' {
 /** Flash attention forward: y [B, T, H, D] and lse [B, H, T] (f32). */
 export function attentionFwd(rt: Runtime, q: Tensor, k: Tensor, v: Tensor, window: number, opts: AttentionOptions = {}): { y: Tensor; lse: Tensor } {
   const { B, T, H, Hkv, D } = attentionDims('attentionFwd', q, k, v, window);
+  // f16 q, k, v on an adapter with subgroup matrices: the tensor-core kernels (SIMT tiles do not apply)
+  if (!opts.simt && !opts.tiles && subgroupMatrixAttentionUnsupported(rt, q, k, v) === null) return attentionFwdSubgroupMatrix(rt, q, k, v, window);
   const ov = tileOverrides(rt, 'attentionFwd', 'fwd', D, opts.tiles?.fwd);
   const y = rt.empty(q.shape, q.dtype);
   const lse = rt.empty([B, H, T], 'f32');
@@ -158,6 +163,7 @@ export function attentionBwd(
   if (lse.dtype !== 'f32' || lse.shape.length !== 3 || lse.dim(0) !== B || lse.dim(1) !== H || lse.dim(2) !== T) {
     throw new Error(`attentionBwd: lse ${lse.describe()} must be f32 [${B}, ${H}, ${T}]`);
   }
+  if (!opts.simt && !opts.tiles && subgroupMatrixAttentionUnsupported(rt, q, k, v) === null) return attentionBwdSubgroupMatrix(rt, q, k, v, y, lse, dy, window);
   const dtype = dtypeOf(q);
   const dqOv = tileOverrides(rt, 'attentionBwd', 'dq', D, opts.tiles?.dq);
   const dkvOv = tileOverrides(rt, 'attentionBwd', 'dkv', D, opts.tiles?.dkv);
