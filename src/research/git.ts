@@ -110,6 +110,7 @@ export class ResearchGit {
         if (err) reject(new Error(`git ${args[0]}: ${stderr.trim() || err.message}`));
         else resolve(stdout.trim());
       });
+      child.stdin?.on('error', () => {}); // a command that reads no input may exit first
       child.stdin?.end(input ?? '');
     });
   }
