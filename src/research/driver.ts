@@ -425,7 +425,14 @@ export class ResearchDriver {
       this.#cleanups.push(() => {
         for (const c of children) c.kill('SIGTERM');
       });
-      this.out.line(`started ${o.workers} local worker${o.workers > 1 ? 's' : ''} on ${url}`);
+      this.out.line(`starting ${o.workers} local worker${o.workers > 1 ? 's' : ''} on ${url}`);
+      // the baseline goes to different workers only if they are there: wait for them (a while)
+      const t0 = Date.now();
+      while (executor.workers().length < o.workers && Date.now() - t0 < 180_000) {
+        if (children.every((c) => c.exitCode !== null)) throw new ResearchError('the local workers exited at start (see the lines above)');
+        await sleep(200);
+      }
+      this.out.line(`${executor.workers().length} worker${executor.workers().length === 1 ? '' : 's'} serving: ${executor.workers().join(', ')}`);
     } else {
       this.out.line(`dispatching to the workers serving ${url} (queue '${o.queueName}')`);
     }

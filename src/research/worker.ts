@@ -7,6 +7,7 @@
  * job's lock: the queue hands the job to another worker after --lock-duration, and the driver
  * records each run once, by its id, however many times it was delivered.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,7 +15,8 @@ import { Worker, type Job } from 'bullmq';
 import { isMain } from '../util/main.ts';
 import { checkRedis, DEFAULT_QUEUE_NAME, parseQueueUrl } from './executors.ts';
 import { DEFAULT_TRAIN_COMMAND } from './experiment.ts';
-import { killSlotOrphan, runInWorkspace, type RunOutcome, type RunRequest } from './workspace.ts';
+import { guardFor } from './guard_cache.ts';
+import { killSlotOrphan, runInWorkspace, syncWorkspace, type RunOutcome, type RunRequest } from './workspace.ts';
 
 export const WORKER_USAGE = `Usage: npm run worker -- --queue redis://HOST:PORT [options]
 
@@ -88,6 +90,13 @@ export async function serve(o: WorkerOptions): Promise<{ stop: () => never; work
   const say = (line: string) => {
     if (!o.quiet) console.log(`${new Date().toISOString().slice(11, 19)} ${o.name}: ${line}`);
   };
+  // Build the workspace and the guard's type checker before taking work (seconds, once).
+  syncWorkspace(o.repoDir, workDir);
+  const own = join(o.repoDir, 'train.ts');
+  if (existsSync(own)) {
+    const report = guardFor(workDir).check(readFileSync(own, 'utf8'));
+    if (!report.ok) console.error(`worker ${o.name}: note: this checkout's train.ts does not pass the guard (${report.problems[0]})`);
+  }
   const worker = new Worker<RunRequest, RunOutcome>(o.queueName, async (job: Job<RunRequest, RunOutcome>) => {
     const req = job.data;
     const since = Date.now();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseResearchArgs } from '../../src/research/cli.ts';
 import { DEFAULTS } from '../../src/research/driver.ts';
-import { readRecords, readResults, type StartRecord } from '../../src/research/results.ts';
+import { readRecords, readResults } from '../../src/research/results.ts';
 import { alive, FakeMessagesApi, git, makeProject, proposal, read, removeProject, startCli, waitFor } from './helpers.ts';
 
 describe('parseResearchArgs', () => {
@@ -32,10 +32,20 @@ describe('parseResearchArgs', () => {
       effort: 'high', recentDiffs: 3, repoDir: '/tmp/x', cacheDir: null, charts: false,
     });
     expect(parseResearchArgs(['--help'])).toBeNull();
+    expect(parseResearchArgs(['--tag', 't', '--queue', 'redis://10.0.0.5:6379', '--workers', '4', '--parallel', '6', '--dashboard', '8787', '--baseline-runs', '5',
+      '--noise-widths', '2', '--max-runs', '4', '--queue-name', 'q'])).toMatchObject({
+      queue: 'redis://10.0.0.5:6379', workers: 4, parallel: 6, dashboardPort: 8787, baselineRuns: 5, noiseWidths: 2, maxRuns: 4, queueName: 'q',
+    });
+    // a given noise floor needs no measurement: the baseline runs once unless asked otherwise
+    expect(parseResearchArgs(['--tag', 't', '--noise-floor', '0.001'])!.baselineRuns).toBe(1);
+    expect(parseResearchArgs(['--tag', 't'])!.baselineRuns).toBe(3);
   });
 
   it.each([
     [[], /--tag is required/],
+    [['--tag', 'x', '--queue', 'http://example'], /--queue expects redis:\/\/HOST:PORT/],
+    [['--tag', 'x', '--workers', '0'], /--workers expects an integer ≥ 1/],
+    [['--tag', 'x', '--dashboard', 'web'], /--dashboard expects an integer/],
     [['--tag', 'x', '--max-experiments', 'many'], /--max-experiments expects an integer/],
     [['--tag', 'x', '--hours=-1'], /--hours expects a number ≥ 0/],
     [['--tag', 'x', '--effort', 'huge'], /--effort must be one of low, medium, high, xhigh, max/],
@@ -65,7 +75,7 @@ describe('Ctrl-C on the CLI', () => {
     const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
     await waitFor('experiment 1 to start training', () => {
       try {
-        return readRecords(join(dir, 'research.jsonl')).find((r): r is StartRecord => r.type === 'start' && r.experiment === 1 && r.pid !== null);
+        return readRecords(join(dir, 'research.jsonl')).some((r) => r.type === 'dispatch' && r.experiment === 1) && read(dir, '.fake-runs') === '2';
       } catch {
         return null;
       }
