@@ -774,8 +774,9 @@ export class ResearchDriver {
         }
         const commit = await this.git.commitOnto(best, TRAIN_FILE, merged, ctx.description);
         const replays = ++ctx.replays;
-        this.#emit({ type: 'replay', experiment: n, from_commit: f.commit, from_parent: f.parent, parent: best, commit, at: now() });
-        await this.git.updateRef(`${pad4(n)}-before-replay${replays}`, f.commit);
+        const original = f.commit; // (the record below moves f to the replayed commit)
+        this.#emit({ type: 'replay', experiment: n, from_commit: original, from_parent: f.parent, parent: best, commit, at: now() });
+        await this.git.updateRef(`${pad4(n)}-before-replay${replays}`, original);
         this.out.line(`${label} beats its base by ${(bar - m).toFixed(6)}, but #${this.state.bestExperiment} was kept meanwhile: replaying it on ${best.slice(0, 7)} to confirm`);
         const r = await this.#dispatch(n, 'confirm', commit, merged, `${pad4(n)}-replay${replays}`, FIRST_SEED);
         if (r.aborted) return this.#abandonExperiment(ctx, 'interrupted (Ctrl-C) during the replay');

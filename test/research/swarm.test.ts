@@ -63,7 +63,7 @@ function expectComplete(dir: string, experiments: number): void {
   expect(exps.map((e) => e.experiment).sort((a, b) => a - b)).toEqual(Array.from({ length: experiments }, (_, i) => i + 1));
   const ids = runRecords(rs).map((r) => r.run_id);
   expect(new Set(ids).size).toBe(ids.length);
-  for (const e of exps) expect(e.runs.length).toBe(runRecords(rs).filter((r) => r.experiment === e.experiment && r.commit === e.commit).length);
+  for (const e of exps) expect(e.runs.map((r) => r.run_id)).toEqual(runRecords(rs).filter((r) => r.experiment === e.experiment).map((r) => r.run_id));
   const rows = readResults(join(dir, 'results.tsv'));
   expect(rows.map((r) => r.description)).toEqual(['baseline', ...[...exps].sort((a, b) => a.experiment - b.experiment).map((e) => e.description)]);
   expect(rs.filter((r) => r.type === 'abandoned' && r.commit !== null)).toEqual([]);
@@ -194,7 +194,8 @@ describe('a win whose base was superseded', () => {
     expect(replay).toMatchObject({ experiment: 2, parent: e1.commit });
     expect(e2).toMatchObject({ status: 'keep', commit: replay.commit, replayed_from: replay.from_commit, parent: e1.commit });
     expect(e2.val_bpb).toBeCloseTo(1.003, 9); // both changes together
-    expect(e2.runs.map((r) => r.kind)).toEqual(['confirm']);
+    expect(e2.runs.map((r) => [r.kind, r.commit])).toEqual([['first', replay.from_commit], ['confirm', replay.commit]]);
+    expect(e2.runs[0].val_bpb).toBeCloseTo(1.009, 9); // on its own base
     expect(git(dir, 'log', '--format=%s', 'autoresearch/test').split('\n')).toEqual(['DEPTH 10, slowly', 'MATRIX_LR 0.05', 'initial']);
     expect(git(dir, 'show', 'refs/autoresearch/test/0002-before-replay1:train.ts')).toContain('const MATRIX_LR = 0.04;');
     expect(out.lines.some((l) => /^#2 beats its base by 0\.004000, but #1 was kept meanwhile: replaying it on [0-9a-f]{7} to confirm$/.test(l))).toBe(true);
