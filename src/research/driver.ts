@@ -465,7 +465,8 @@ export class ResearchDriver {
   async #await(d: DispatchRecord, text?: string): Promise<RunOutcome> {
     const trainSource = text ?? (await this.git.show(d.commit, TRAIN_FILE));
     const req: RunRequest = {
-      runId: d.run_id, experiment: d.experiment, kind: d.kind as RunKind, tag: this.opts.tag, commit: d.commit, trainSource,
+      runId: d.run_id, experiment: d.experiment, kind: d.kind as RunKind, tag: this.opts.tag, commit: d.commit,
+      parent: this.state.inFlight.get(d.experiment)?.parent ?? this.state.session?.base_commit ?? '', trainSource,
       expectedHashes: this.#protected, seed: d.seed, timeBudgetS: this.#timeBudgetS, startupAllowanceS: this.opts.startupAllowanceS,
     };
     const o = await this.#executor!.submit(req);

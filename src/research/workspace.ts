@@ -23,6 +23,8 @@ export interface RunRequest {
   kind: RunKind;
   tag: string;
   commit: string;
+  /** The commit it was made from (the best when it was proposed, or the new best of a replay). */
+  parent: string;
   trainSource: string;
   /** hashProtected() of the driver's checkout: the worker's fixed files must match. */
   expectedHashes: Record<string, string>;

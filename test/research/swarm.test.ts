@@ -100,6 +100,9 @@ describe('speed-up: 4 workers against 1', () => {
     expect(measured[1].runs).toBe(12);
     expect(measured[4].runs).toBe(12);
     expect(ratio).toBeLessThanOrEqual(0.4);
+    // the model saw what was running when it proposed (with 4 in flight, always something)
+    const prompts = api.messageBodies.map((b) => b.messages[0].content[1].text as string);
+    expect(prompts.some((t) => /# Running now[^]*- #\d+ "WARMDOWN_RATIO [\d.]+" \(from [0-9a-f]{7}, on test-local\d/.test(t))).toBe(true);
   }, 400_000);
 });
 
