@@ -329,6 +329,7 @@ export async function startPrivateRedis(dir: string): Promise<{ url: string; sto
       } catch {
         // gone already
       }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -30,7 +30,8 @@ time, trained in .autoresearch/workers/<name>/ with this checkout's prepare.ts, 
   --train-command <cmd>    training command (default "${DEFAULT_TRAIN_COMMAND}")
   --repo <dir>             this project's checkout (default: the current directory)
   --queue-name <name>      BullMQ queue name (default ${DEFAULT_QUEUE_NAME})
-  --lock-duration <s>      a run whose worker stops answering is retried after this long (default 30)
+  --lock-duration <s>      a run whose worker stops answering is retried after this long (default 30;
+                           keep it well above the guard's type check, which holds the worker for seconds)
   -h, --help               this text
 
 Stop with Ctrl-C: the run in progress is stopped and goes back to the queue for another worker.`;

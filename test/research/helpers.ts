@@ -262,7 +262,7 @@ export function options(dir: string, api: FakeMessagesApi, o: Partial<ResearchOp
     workers: null,
     parallel: null,
     dashboardPort: null,
-    workerLockS: 3,
+    workerLockS: DEFAULTS.workerLockS,
     ...rest,
   };
 }

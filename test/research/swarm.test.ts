@@ -108,7 +108,7 @@ describe('speed-up: 4 workers against 1', () => {
 
 function startWorker(dir: string, name: string, queueName: string, trainArgs: string): ChildProcess & { output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/research/worker.ts'), '--queue', redis.url, '--queue-name', queueName,
-    '--repo', dir, '--name', name, '--lock-duration', '2', '--train-command', fakeTrainCommand(dir, trainArgs)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    '--repo', dir, '--name', name, '--lock-duration', '5', '--train-command', fakeTrainCommand(dir, trainArgs)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   child.stdout!.on('data', (d) => (text += d));
   child.stderr!.on('data', (d) => (text += d));
@@ -153,7 +153,7 @@ describe('the driver killed with SIGKILL, then --resume', () => {
     const queueName = `kill-driver-${process.pid}`;
     api.clear();
     api.script(...Array.from({ length: 6 }, () => losing));
-    const cli = startCli(dir, api, ['--queue', redis.url, '--queue-name', queueName, '--workers', '2', '--worker-lock', '2', '--max-experiments', '4', '--no-charts',
+    const cli = startCli(dir, api, ['--queue', redis.url, '--queue-name', queueName, '--workers', '2', '--worker-lock', '5', '--max-experiments', '4', '--no-charts',
       '--train-command', fakeTrainCommand(dir, '--sleep 3')]);
     await waitFor('two experiments in flight', () => {
       const rs = existsSync(join(dir, 'research.jsonl')) ? records(dir) : [];
