@@ -273,6 +273,31 @@ export class ResearchDriver {
     writeResults(this.#path(RESULTS_FILE), this.state);
   }
 
+  // Commits never change: their train.ts and diffs are read from git once (each read is a process).
+  #texts = new Map<string, Promise<string>>();
+  #show(commit: string, path: string): Promise<string> {
+    const key = `${commit}:${path}`;
+    let p = this.#texts.get(key);
+    if (!p) {
+      p = this.git.show(commit, path);
+      p.catch(() => this.#texts.delete(key));
+      this.#texts.set(key, p);
+    }
+    return p;
+  }
+
+  #diffs = new Map<string, Promise<string>>();
+  #diff(from: string, to: string): Promise<string> {
+    const key = `${from}..${to}`;
+    let p = this.#diffs.get(key);
+    if (!p) {
+      p = this.git.diff(from, to, TRAIN_FILE);
+      p.catch(() => this.#diffs.delete(key));
+      this.#diffs.set(key, p);
+    }
+    return p;
+  }
+
   /** Serialise what moves the checkout (resets), so concurrent experiments don't interleave. */
   #withGit<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.#gitChain.then(fn, fn);
@@ -463,7 +488,7 @@ export class ResearchDriver {
 
   /** Wait for a dispatched run (a resumed driver asks again: the executor finds or re-queues it). */
   async #await(d: DispatchRecord, text?: string): Promise<RunOutcome> {
-    const trainSource = text ?? (await this.git.show(d.commit, TRAIN_FILE));
+    const trainSource = text ?? (await this.#show(d.commit, TRAIN_FILE));
     const req: RunRequest = {
       runId: d.run_id, experiment: d.experiment, kind: d.kind as RunKind, tag: this.opts.tag, commit: d.commit,
       parent: this.state.inFlight.get(d.experiment)?.parent ?? this.state.session?.base_commit ?? '', trainSource,
@@ -491,7 +516,7 @@ export class ResearchDriver {
   async #baseline(): Promise<void> {
     const o = this.opts;
     const commit = this.state.session!.base_commit;
-    const text = await this.git.show(commit, TRAIN_FILE);
+    const text = await this.#show(commit, TRAIN_FILE);
     const wanted = o.baselineRuns;
     const have = this.state.baselineRuns.length + this.state.baselinePending.length;
     this.out.line(`baseline: ${wanted} run${wanted > 1 ? 's' : ''} of ${commit.slice(0, 7)} (${o.queue || o.workers ? 'on the workers' : o.trainCommand}; hard limit ${2 * this.#timeBudgetS + o.startupAllowanceS} s)`);
@@ -556,7 +581,7 @@ export class ResearchDriver {
         lines.push(`- #${f.experiment} "${f.description}" (from ${f.parent.slice(0, 7)}${a ? `, on ${a.worker}${a.progress ? `: ${a.progress}` : ''}` : ''})`);
         let diff = '';
         try {
-          diff = await this.git.diff(f.parent, f.commit, TRAIN_FILE);
+          diff = await this.#diff(f.parent, f.commit);
         } catch {
           diff = '';
         }
@@ -580,7 +605,7 @@ export class ResearchDriver {
       for (const r of recent) {
         let diff = '';
         try {
-          diff = await this.git.diff(r.parent, r.commit as string, TRAIN_FILE);
+          diff = await this.#diff(r.parent, r.commit as string);
         } catch {
           diff = '(diff unavailable)';
         }
@@ -646,7 +671,7 @@ export class ResearchDriver {
     this.#emit({ type: 'propose', experiment: n, parent, at: now() });
     const label = `#${n}`;
     const agent = this.#agent!;
-    const base = await this.git.show(parent, TRAIN_FILE);
+    const base = await this.#show(parent, TRAIN_FILE);
     const conv = agent.startConversation({
       programMd: this.#readOr('program.md', '(program.md is missing)'),
       readme: this.#readOr('README.md', '(no README.md)'),
@@ -720,7 +745,7 @@ export class ResearchDriver {
     }
     const current = this.state.inFlight.get(n)!;
     if (!current.runs.some((r) => r.commit === current.commit)) {
-      const o = await this.#dispatch(n, current.replay ? 'confirm' : 'first', current.commit, await this.git.show(current.commit, TRAIN_FILE), `${pad4(n)}-resumed${Date.now().toString(36)}`, FIRST_SEED);
+      const o = await this.#dispatch(n, current.replay ? 'confirm' : 'first', current.commit, await this.#show(current.commit, TRAIN_FILE), `${pad4(n)}-resumed${Date.now().toString(36)}`, FIRST_SEED);
       if (o.aborted) return this.#abandonExperiment(ctx, 'interrupted (Ctrl-C) during training');
     }
     await this.#conclude(ctx);
@@ -767,7 +792,7 @@ export class ResearchDriver {
           return this.#record(ctx, 'discard', { val_bpb: m, bar, decision: 'superseded too often while it ran' });
         }
         const best = this.state.bestCommit as string;
-        const [ours, baseText, theirs] = await Promise.all([this.git.show(best, TRAIN_FILE), this.git.show(f.parent, TRAIN_FILE), this.git.show(f.commit, TRAIN_FILE)]);
+        const [ours, baseText, theirs] = await Promise.all([this.#show(best, TRAIN_FILE), this.#show(f.parent, TRAIN_FILE), this.#show(f.commit, TRAIN_FILE)]);
         const merged = await this.git.merge3(ours, baseText, theirs);
         const report = merged === null ? null : this.#guard.check(merged);
         if (merged === null || !report?.ok) {
@@ -786,7 +811,7 @@ export class ResearchDriver {
       const win = bar - m;
       if (win < o.noiseWidths * this.#noiseFloor && vals.length < o.maxRuns) {
         this.out.line(`${label} val_bpb ${m.toFixed(6)} beats ${bar.toFixed(6)} by ${win.toFixed(6)} < ${o.noiseWidths} × noise floor ${this.#noiseFloor.toFixed(6)}: re-running (run ${vals.length + 1} of at most ${o.maxRuns})`);
-        const text = await this.git.show(f.commit, TRAIN_FILE);
+        const text = await this.#show(f.commit, TRAIN_FILE);
         const r = await this.#dispatch(n, 'rerun', f.commit, text, `${pad4(n)}${f.replay ? '-replay' : ''}-rerun${vals.length}`, FIRST_SEED + vals.length);
         if (r.aborted) return this.#abandonExperiment(ctx, 'interrupted (Ctrl-C) during the re-run');
         continue;

@@ -103,6 +103,9 @@ export class ResearchGit {
     return this.head();
   }
 
+  // a commit's top-level tree listing never changes
+  #trees = new Map<string, Promise<string>>();
+
   /** Run git with `input` on stdin; resolves with stdout (trimmed). */
   #plumb(args: string[], input?: string): Promise<string> {
     return new Promise((resolve, reject) => {
@@ -129,10 +132,12 @@ export class ResearchGit {
   async commitOnto(parent: string, path: string, text: string, message: string): Promise<string> {
     if (path.includes('/')) throw new Error(`commitOnto: ${path} must be a top-level file`);
     const blob = await this.#plumb(['hash-object', '-w', '--stdin'], text);
-    const entries = (await this.#plumb(['ls-tree', parent])).split('\n').filter((l) => l !== '' && !l.endsWith(`\t${path}`));
+    let tree = this.#trees.get(parent);
+    if (!tree) this.#trees.set(parent, (tree = this.#plumb(['ls-tree', parent])));
+    const entries = (await tree).split('\n').filter((l) => l !== '' && !l.endsWith(`\t${path}`));
     entries.push(`100644 blob ${blob}\t${path}`);
-    const tree = await this.#plumb(['mktree'], `${entries.join('\n')}\n`);
-    return this.#plumb(['commit-tree', tree, '-p', parent, '-F', '-'], message);
+    const newTree = await this.#plumb(['mktree'], `${entries.join('\n')}\n`);
+    return this.#plumb(['commit-tree', newTree, '-p', parent, '-F', '-'], message);
   }
 
   /**

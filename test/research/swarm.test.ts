@@ -46,7 +46,7 @@ function experimentOf(req: FakeRequest): number {
   return Number(/experiment #(\d+)\)/.exec(text)![1]);
 }
 
-/** Proposals that each apply to the baseline train.ts and lose (WARMDOWN_RATIO moves away from 0.4). */
+/** Proposals that each apply to the baseline train.ts and lose (WARMDOWN_RATIO moves away from 0.4; the shell trainer: ties). */
 const losing = (req: FakeRequest) => {
   const n = experimentOf(req);
   return proposal(`WARMDOWN_RATIO ${0.5 + n / 100}`, [['const WARMDOWN_RATIO = 0.5;', `const WARMDOWN_RATIO = ${0.5 + n / 100};`]]);
@@ -80,7 +80,8 @@ describe('speed-up: 4 workers against 1', () => {
     const out = memoryOutput();
     await new ResearchDriver(options(dir, api, {
       queue: redis.url, workers, noiseFloor: 0, baselineRuns: 3, maxExperiments: 12, charts: false,
-      trainCommand: fakeTrainCommand(dir, `--sleep ${SLEEP_S}`),
+      // the stand-in trainer at its smallest: a shell that sleeps and reports on descriptor 3
+      trainCommand: `sleep ${SLEEP_S} && printf '{"val_bpb": 1.0, "peak_vram_mb": 100}\\n' >&3`,
     }), out).run();
     const rs = records(dir);
     expectComplete(dir, 12);
