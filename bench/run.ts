@@ -11,8 +11,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Runtime } from '../src/gpu/runtime.ts';
+import { choiceOption, intOption, runCommand, UsageError } from '../src/util/cli.ts';
 import { type BenchCase, benchCase, type BenchResult, type BenchSuite, formatBreakdown, formatExtra, formatTable, type SizeSet } from './harness.ts';
 
 /** Suites in run order; the training step last (it holds the whole model until the process ends). */
@@ -45,38 +45,55 @@ function commit(): string {
   }
 }
 
-function countArg(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || (flag === 'repeats' && n < 1)) throw new Error(`--${flag} must be a ${flag === 'repeats' ? 'positive' : 'non-negative'} integer, not ${v}`);
-  return n;
-}
+const BENCH_CLI = {
+  run: 'npm run bench',
+  name: 'bench',
+  usage: `Usage: npm run bench [-- options]     (or: npx tsx bench/run.ts [options])
 
-async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      suite: { type: 'string' },
-      filter: { type: 'string' },
-      size: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      repeats: { type: 'string' },
-      warmup: { type: 'string' },
-      out: { type: 'string' },
-      wallclock: { type: 'boolean', default: false },
-    },
-  });
-  // with --json, stdout carries the JSON alone: what code under test logs goes to stderr
-  if (values.json) console.log = console.error;
-  const timing = { repeats: countArg('repeats', values.repeats), warmup: countArg('warmup', values.warmup), wallclock: values.wallclock };
+Runs the kernel suites and the training-step bench on this machine's adapter, prints a table and
+saves JSON (adapter, date, commit, results) under bench/results/.
+
+  --suite LIST      families to run, comma-separated: elementwise, matmul, attention, norm, loss,
+                    optimizer, embedding, eval_bpb, step (default: all)
+  --filter RE       only cases whose "family case-name" matches this regular expression
+  --size SET        small | model (default: model on a hardware GPU, small on a software adapter)
+  --repeats N       timed repetitions per case (positive integer)
+  --warmup N        untimed runs before timing (non-negative integer)
+  --wallclock       time with the wall clock instead of GPU timestamps
+  --json            print the JSON record on stdout (logs go to stderr)
+  --out FILE        where to save the JSON (default bench/results/<date>-<adapter>.json)
+  -h, --help        this text`,
+  options: {
+    suite: { type: 'string' },
+    filter: { type: 'string' },
+    size: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    repeats: { type: 'string' },
+    warmup: { type: 'string' },
+    out: { type: 'string' },
+    wallclock: { type: 'boolean', default: false },
+  },
+} as const;
+
+async function bench({ values }: { values: { suite?: string; filter?: string; size?: string; json: boolean; repeats?: string; warmup?: string; out?: string; wallclock: boolean } }): Promise<number> {
+  // every argument is checked before the GPU starts
+  const timing = { repeats: intOption('repeats', values.repeats, 1), warmup: intOption('warmup', values.warmup), wallclock: values.wallclock };
+  const sizeChoice = choiceOption<SizeSet>('size', values.size, ['small', 'model']);
+  let filter: RegExp | null = null;
+  try {
+    filter = values.filter ? new RegExp(values.filter, 'i') : null;
+  } catch {
+    throw new UsageError(`--filter '${values.filter}' is not a regular expression`);
+  }
   const suites = await Promise.all(SUITES.map(async (load) => (await load()).suite));
   const families = suites.map((s) => s.family);
   const wanted = values.suite ? values.suite.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : null;
   const unknown = (wanted ?? []).filter((w) => !families.includes(w));
-  if (unknown.length) throw new Error(`--suite: unknown ${unknown.join(', ')}; the suites are ${families.join(', ')}`);
+  if (unknown.length) throw new UsageError(`--suite: unknown ${unknown.join(', ')}; the suites are ${families.join(', ')}`);
+  // with --json, stdout carries the JSON alone: what code under test logs goes to stderr
+  if (values.json) console.log = console.error;
   const rt = await Runtime.create();
-  const size: SizeSet = (values.size as SizeSet | undefined) ?? (rt.gpu.info.software ? 'small' : 'model');
-  if (size !== 'small' && size !== 'model') throw new Error(`--size must be small or model, not ${size}`);
-  const filter = values.filter ? new RegExp(values.filter, 'i') : null;
+  const size: SizeSet = sizeChoice ?? (rt.gpu.info.software ? 'small' : 'model');
   const log = (s: string) => (values.json ? process.stderr : process.stdout).write(s + '\n');
   log(rt.gpu.describe());
   log(`sizes: ${size}${rt.gpu.info.software ? ' (software adapter: speeds here say nothing about GPUs)' : ''}`);
@@ -135,4 +152,4 @@ async function main(): Promise<number> {
   return failed.length ? 1 : 0;
 }
 
-process.exit(await main());
+process.exit(await runCommand(BENCH_CLI, process.argv.slice(2), bench));

@@ -1,8 +1,40 @@
 /**
- * @file The reference-fixture format (../shared/fixtures/README.md): types, float32 packing, and the
- * README's comparison rules — shared by `npm run verify`, the optimizer tests and the CPU reference
- * that generates fixtures. Depends on nothing in src/ but Node's Buffer.
+ * @file The reference-fixture format (fixtures/README.md): types, float32 packing, where the shipped
+ * fixtures live, and the README's comparison rules — shared by `npm run verify`, the optimizer tests
+ * and the CPU reference that generates fixtures. Depends on nothing in src/ but Node's Buffer and fs.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository's fixtures/ directory (gpt-tiny.json from the PyTorch reference, and the CPU reference's). */
+export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures/', import.meta.url));
+
+/** The shipped fixture files, gpt-tiny.json first, then the others by name. */
+export function shippedFixtures(dir = FIXTURES_DIR): string[] {
+  const names = readdirSync(dir).filter((n) => n.endsWith('.json')).sort((a, b) => (a === 'gpt-tiny.json' ? -1 : b === 'gpt-tiny.json' ? 1 : a.localeCompare(b)));
+  return names.map((n) => join(dir, n));
+}
+
+/** Reads a fixture file; the error names the file and what is wrong with it. */
+export function readFixture(path: string): Fixture {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read fixture ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  let fx: Fixture;
+  try {
+    fx = JSON.parse(text) as Fixture;
+  } catch (e) {
+    throw new Error(`fixture ${path} is not valid JSON (${(e as Error).message})`);
+  }
+  for (const key of ['config', 'params', 'expected', 'optimizer'] as const) {
+    if (!fx || typeof fx !== 'object' || !(key in fx)) throw new Error(`fixture ${path} has no '${key}' (format: fixtures/README.md)`);
+  }
+  return fx;
+}
 
 /** A float32 tensor as fixtures store it: base64 of little-endian float32, row-major. */
 export interface PackedF32 {

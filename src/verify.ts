@@ -1,6 +1,7 @@
 /**
- * @file `npm run verify -- <fixture.json>`: checks train.ts's model and optimizer against numbers
- * produced by the reference (format: ../shared/fixtures/README.md). Builds the GPT of train.ts from
+ * @file `npm run verify [-- <fixture.json>...]`: checks train.ts's model and optimizer against numbers
+ * produced by the reference (format and provenance: fixtures/README.md); with no file, every fixture
+ * shipped in fixtures/. Builds the GPT of train.ts from
  * the fixture's config and weights, runs forward (logits, per-token loss, mean loss), backward (every
  * gradient) and one MuonAdamW step with the fixture's parameter groups, prints the relative error of
  * every tensor and exits non-zero above the tolerances.
@@ -10,14 +11,14 @@
  * difference equals lr'·wd·|p| counts as a cautious-weight-decay mask flip, not an error, while flips
  * stay at most 2% of the tensor.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { GPT, MuonAdamW, type ParamGroup, windowSizes } from '../train.ts';
 import { ctx, useRuntime } from './autograd/tape.ts';
 import { Runtime } from './gpu/runtime.ts';
 import type { Tensor } from './gpu/tensor.ts';
-import { compareAfterStep, decodeF32, type Fixture, relativeError, TOLERANCE } from './fixture.ts';
+import { compareAfterStep, decodeF32, type Fixture, readFixture, relativeError, shippedFixtures, TOLERANCE } from './fixture.ts';
 import { buildEmbeddingIndex } from './ops/embedding.ts';
+import { CliError, runCommand } from './util/cli.ts';
 import { isMain } from './util/main.ts';
 
 export interface CheckRow {
@@ -139,21 +140,49 @@ export function formatRows(rows: CheckRow[]): string {
     .join('\n');
 }
 
-async function main(): Promise<void> {
-  const path = process.argv[2];
-  if (!path) {
-    console.error('usage: npm run verify -- <fixture.json>   (e.g. ../shared/fixtures/gpt-tiny.json)');
-    process.exit(2);
-  }
-  const fx = JSON.parse(readFileSync(resolve(path), 'utf8')) as Fixture;
-  const rt = await Runtime.create();
-  console.log(rt.gpu.describe());
-  console.log(`fixture: ${path} ${JSON.stringify(fx.config)}`);
-  const rows = await verifyFixture(rt, fx);
-  console.log(formatRows(rows));
-  const failed = rows.filter((r) => !r.ok);
-  console.log(failed.length ? `\n${failed.length} of ${rows.length} checks FAILED` : `\nall ${rows.length} checks passed`);
-  process.exit(failed.length ? 1 : 0);
+const VERIFY_CLI = {
+  run: 'npm run verify',
+  name: 'verify',
+  usage: `Usage: npm run verify [-- <fixture.json>...]     (or: npx tsx src/verify.ts [<fixture.json>...])
+
+Checks train.ts's GPT and MuonAdamW against reference numbers: forward (logits, per-token loss, loss),
+every gradient, and one optimizer step, each against the fixture README's tolerances. Prints one row
+per check and exits 1 if any fails.
+
+  <fixture.json>   fixture files (format: fixtures/README.md); default: every fixture in fixtures/
+                   (gpt-tiny.json from the PyTorch reference, the others from the CPU reference)
+  -h, --help       this text`,
+  options: {},
+  positionals: { max: Infinity, what: 'fixture files' },
+};
+
+/** The command: returns the exit status (1 when a check fails). */
+export async function main(argv: readonly string[]): Promise<number> {
+  return runCommand(VERIFY_CLI, argv, async ({ positionals }) => {
+    const paths = positionals.length ? positionals.map((p) => resolve(p)) : shippedFixtures();
+    if (!paths.length) throw new CliError('no fixtures in fixtures/; pass a fixture file');
+    // read every fixture before starting the GPU: a wrong path fails in one line, at once
+    const fixtures = paths.map((path) => {
+      try {
+        return { path, fx: readFixture(path) };
+      } catch (e) {
+        throw new CliError(`${(e as Error).message}; pass a fixture file (e.g. fixtures/gpt-tiny.json), or none for every shipped fixture`);
+      }
+    });
+    const rt = await Runtime.create();
+    console.log(rt.gpu.describe());
+    let failedFixtures = 0;
+    for (const { path, fx } of fixtures) {
+      console.log(`\nfixture: ${relative(process.cwd(), path) || path} ${JSON.stringify(fx.config)}`);
+      const rows = await verifyFixture(rt, fx);
+      console.log(formatRows(rows));
+      const failed = rows.filter((r) => !r.ok);
+      console.log(failed.length ? `${failed.length} of ${rows.length} checks FAILED` : `all ${rows.length} checks passed`);
+      if (failed.length) failedFixtures++;
+    }
+    if (fixtures.length > 1) console.log(`\n${fixtures.length - failedFixtures} of ${fixtures.length} fixtures passed`);
+    return failedFixtures ? 1 : 0;
+  });
 }
 
-if (isMain(import.meta.url)) await main();
+if (isMain(import.meta.url)) process.exit(await main(process.argv.slice(2)));

@@ -1,28 +1,28 @@
 /**
- * `npm run verify` (src/verify.ts) on fixtures beyond the shipped gpt-tiny: train.ts's GPT and
- * MuonAdamW must pass every check on fixtures the CPU reference (test/reference/) generates for
- * other layer counts, n_kv_head < n_head, other window patterns and lengths; and the check must fail
- * when a fixture is wrong (a perturbed gradient, another softcap, reordered groups, other windows).
- * The CLI runs once as a subprocess on a generated fixture, passing and failing.
+ * `npm run verify` (src/verify.ts) on every fixture shipped in fixtures/: gpt-tiny from the PyTorch
+ * reference, and those the CPU reference (test/reference/) generates for other layer counts,
+ * n_kv_head < n_head, other window patterns and lengths. train.ts's GPT and MuonAdamW must pass every
+ * check, and the check must fail when a fixture is wrong (a perturbed gradient, another softcap,
+ * reordered groups, other windows). The CLI runs as a subprocess: with no argument (every shipped
+ * fixture, passing) and on a corrupted one (failing).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../src/gpu/runtime.ts';
-import type { Fixture } from '../src/fixture.ts';
+import { readFixture, shippedFixtures } from '../src/fixture.ts';
 import { type CheckRow, formatRows, verifyFixture } from '../src/verify.ts';
 import { decodePacked, encodeF32, type FixtureJson, GENERATED_CASES, makeFixture } from './reference/fixture.ts';
 import { testRuntime } from './setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
-const SHIPPED = resolve(REPO_ROOT, '../shared/fixtures/gpt-tiny.json');
 
-const generated = GENERATED_CASES.map((c) => makeFixture(c.config, c.seed, c.options));
-const byName = (name: string) => generated.find((f) => f.name === name)!;
+const shipped = shippedFixtures().map((path) => ({ file: basename(path), fx: readFixture(path) as FixtureJson }));
+const byName = (name: string) => shipped.find((s) => s.fx.name === name)!.fx;
 const failing = (rows: CheckRow[]) => rows.filter((r) => !r.ok).map((r) => r.name);
 /** window_sizes, logits, per_token_loss, loss, param_groups, and a grad and a step row per parameter. */
 const rowCount = (fx: Pick<FixtureJson, 'params'>) => 5 + 2 * Object.keys(fx.params).length;
@@ -46,12 +46,11 @@ function withPerturbedGrad(fx: FixtureJson, name: string): FixtureJson {
 }
 
 describe.skipIf(!rt)('verifyFixture', () => {
-  it('passes the shipped gpt-tiny fixture', async () => {
-    const shipped = JSON.parse(readFileSync(SHIPPED, 'utf8')) as Fixture;
-    expectAllOk(await verifyFixture(rt, shipped), shipped, 'gpt-tiny');
+  it('ships the PyTorch reference fixture and one per generated case', () => {
+    expect(shipped.map((s) => s.file)).toEqual(['gpt-tiny.json', ...GENERATED_CASES.map((c) => `${c.options.name}.json`).sort()]);
   });
 
-  it.each(generated.map((fx) => [fx.name, fx] as const))('passes the generated fixture %s', async (name, fx) => {
+  it.each(shipped.map((s) => [s.file, s.fx] as const))('passes the shipped fixture %s', async (name, fx) => {
     const rows = await verifyFixture(rt, fx);
     expectAllOk(rows, fx, name);
     // it really compared the parameters this config has
@@ -97,15 +96,19 @@ describe.skipIf(!rt)('verify CLI', () => {
   const run = (fx: FixtureJson, file: string) => {
     const path = join(dir, file);
     writeFileSync(path, JSON.stringify(fx));
-    return spawnSync('npx', ['tsx', 'src/verify.ts', path], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 120_000 });
+    return spawnSync('npx', ['tsx', 'src/verify.ts', path], { cwd: REPO_ROOT, encoding: 'utf8' });
   };
 
-  it('exits 0 with "all N checks passed" on a generated fixture, 1 on a corrupted one', () => {
-    const fx = byName('mqa-1l-l');
-    const ok = run(fx, 'good.json');
+  it('with no argument checks every shipped fixture and exits 0; exits 1 on a corrupted one', () => {
+    const ok = spawnSync('npx', ['tsx', 'src/verify.ts'], { cwd: REPO_ROOT, encoding: 'utf8' });
     expect(ok.status, ok.stdout + ok.stderr).toBe(0);
-    expect(ok.stdout).toMatch(new RegExp(`^all ${rowCount(fx)} checks passed$`, 'm'));
+    for (const s of shipped) {
+      expect(ok.stdout).toContain(`fixture: fixtures/${s.file} `);
+      expect(ok.stdout).toMatch(new RegExp(`^all ${rowCount(s.fx)} checks passed$`, 'm'));
+    }
+    expect(ok.stdout).toMatch(new RegExp(`^${shipped.length} of ${shipped.length} fixtures passed$`, 'm'));
 
+    const fx = byName('mqa-1l-l');
     const bad = run(withPerturbedGrad(fx, 'lm_head.weight'), 'bad.json');
     expect(bad.status, bad.stdout + bad.stderr).toBe(1);
     expect(bad.stdout).toMatch(new RegExp(`^1 of ${rowCount(fx)} checks FAILED$`, 'm'));

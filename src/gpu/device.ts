@@ -68,8 +68,45 @@ interface Candidate {
   featureLevel: 'core' | 'compatibility';
   /** Environment Dawn's loaders read at instance creation. */
   env?: Record<string, string>;
+  /** Environment for this candidate's adapter request only, restored afterwards. */
+  probeEnv?: Record<string, string>;
   /** Accept only hardware adapters from this candidate. */
   hardwareOnly?: boolean;
+  /** Why this candidate is not worth asking (nothing to find), or undefined. */
+  skip?: string;
+}
+
+/** Vulkan drivers that run on the CPU, by their loader manifest's file name (lavapipe, SwiftShader). */
+export const CPU_VULKAN_DRIVERS = ['*lvp_icd*', '*swiftshader*'];
+
+/**
+ * How auto mode asks Vulkan for a hardware adapter on Linux. Without a GPU device node (DRM render
+ * node, NVIDIA's or WSL's) no hardware driver can answer, so it does not ask: asking makes the Vulkan
+ * loader and Dawn print warnings (no device; Dawn rejecting an old lavapipe) in every process that
+ * starts a runtime. With one, the loader is told to skip the CPU drivers this candidate would reject
+ * anyway, so that a machine with a GPU and Debian's mesa-vulkan-drivers does not print Dawn's
+ * lavapipe rejection on every run. A user who chose Vulkan drivers (VK_ICD_FILENAMES, VK_DRIVER_FILES,
+ * VK_LOADER_DRIVERS_*) keeps the choice; AUTORESEARCH_GPU=vulkan always asks.
+ * (Dawn's notice that it clamps an adapter's dynamic-buffer limits to 16, "… artificially reduced
+ * from 90 to 16 …", stays: native code writes it straight to descriptor 2 for the adapter we use, on
+ * every backend, and nothing in-process can filter that.)
+ */
+export function nativeVulkanProbe(env: NodeJS.ProcessEnv, deviceNodes: readonly string[]): { skip?: string; probeEnv?: Record<string, string> } {
+  if (['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'VK_LOADER_DRIVERS_SELECT', 'VK_LOADER_DRIVERS_DISABLE'].some((k) => env[k])) return {};
+  if (!deviceNodes.length) return { skip: 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*, /dev/dxg)' };
+  return { probeEnv: { VK_LOADER_DRIVERS_DISABLE: CPU_VULKAN_DRIVERS.join(',') } };
+}
+
+/** The GPU device nodes of this Linux machine. */
+function gpuDeviceNodes(fs: typeof import('node:fs')): string[] {
+  const list = (dir: string, re: RegExp) => {
+    try {
+      return fs.readdirSync(dir).filter((n) => re.test(n)).map((n) => `${dir}/${n}`);
+    } catch {
+      return [];
+    }
+  };
+  return [...list('/dev/dri', /^renderD\d+$/), ...list('/dev', /^(nvidia\d+|dxg)$/)];
 }
 
 function existingSwiftShaderIcd(fs: typeof import('node:fs')): string | undefined {
@@ -82,10 +119,17 @@ function nativeBackend(): BackendName {
   return 'vulkan';
 }
 
-function candidates(choice: string, disabled: Set<string>, icd: string | undefined): Candidate[] {
+function candidates(choice: string, disabled: Set<string>, icd: string | undefined, fs: typeof import('node:fs')): Candidate[] {
   // Vulkan drivers warn on every start without XDG_RUNTIME_DIR (headless machines, CI): give them one
   const vulkanEnv = process.platform === 'linux' ? { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' } : undefined;
-  const native: Candidate = { backend: nativeBackend(), flags: [], featureLevel: 'core', hardwareOnly: true, env: vulkanEnv };
+  const native: Candidate = {
+    backend: nativeBackend(),
+    flags: [],
+    featureLevel: 'core',
+    hardwareOnly: true,
+    env: vulkanEnv,
+    ...(process.platform === 'linux' ? nativeVulkanProbe(process.env, gpuDeviceNodes(fs)) : {}),
+  };
   const gles: Candidate = {
     backend: 'opengles',
     flags: ['backend=opengles'],
@@ -152,7 +196,10 @@ function adapterLimits(adapter: GPUAdapter): Record<string, number> {
 const instances: GPU[] = [];
 
 async function tryCandidate(c: Candidate): Promise<{ adapter: GPUAdapter } | { reason: string }> {
+  if (c.skip) return { reason: `${c.backend}: ${c.skip}` };
   for (const [k, v] of Object.entries(c.env ?? {})) process.env[k] = v;
+  const saved = Object.fromEntries(Object.keys(c.probeEnv ?? {}).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, c.probeEnv);
   let adapter: GPUAdapter | null;
   try {
     const gpu = create([...c.flags, ...DAWN_FLAGS]);
@@ -160,6 +207,11 @@ async function tryCandidate(c: Candidate): Promise<{ adapter: GPUAdapter } | { r
     adapter = await gpu.requestAdapter({ featureLevel: c.featureLevel, powerPreference: 'high-performance' });
   } catch (e) {
     return { reason: `${c.backend}: ${(e as Error).message}` };
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
   if (!adapter) return { reason: `${c.backend}: no adapter` };
   if (c.hardwareOnly && isSoftware(adapter.info)) {
@@ -188,7 +240,7 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
   );
   const icd = existingSwiftShaderIcd(fs);
   const reasons: string[] = [];
-  for (const c of candidates(choice, disabled, icd)) {
+  for (const c of candidates(choice, disabled, icd, fs)) {
     const got = await tryCandidate(c);
     if ('reason' in got) {
       reasons.push(got.reason);

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { CliError, runCommand } from '../util/cli.ts';
 import { isMain } from '../util/main.ts';
 import { chartData, formatSummary, RESULTS_FILE, summarize, type ResearchSummary } from './summary.ts';
 import { writeCharts } from './charts.ts';
@@ -18,25 +18,28 @@ export interface AnalyzeOutput {
 /** Summarize `repoDir`'s research and write its charts. */
 export async function analyze(repoDir: string): Promise<AnalyzeOutput> {
   const dir = resolve(repoDir);
-  if (!existsSync(join(dir, RESULTS_FILE))) throw new Error(`no ${RESULTS_FILE} in ${dir}: run npm run research first`);
+  if (!existsSync(join(dir, RESULTS_FILE))) throw new CliError(`no ${RESULTS_FILE} in ${dir}: run npm run research first (or pass --repo <dir>)`);
   const summary = summarize(dir);
   const charts = await writeCharts(dir, chartData(dir, summary));
   return { summary, charts };
 }
 
+const ANALYZE_CLI = {
+  run: 'npm run analyze',
+  name: 'analyze',
+  usage: `Usage: npm run analyze [-- --repo <dir>] [--json]     (or: npx tsx src/research/analyze.ts …)
+
+Summarizes a research run from results.tsv and research.jsonl (experiments, baseline and best
+val_bpb, kept changes, tokens and cost) and writes progress.svg and progress.png.
+
+  --repo <dir>   the project the research ran in (default: the current directory)
+  --json         print the summary as one JSON object
+  -h, --help     this text`,
+  options: { repo: { type: 'string' }, json: { type: 'boolean' } },
+} as const;
+
 export async function main(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, strict: true, options: { repo: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
-  } catch (e) {
-    console.error(`analyze: ${(e as Error).message}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log('Usage: npm run analyze [-- --repo <dir>] [--json]\nSummarizes results.tsv + research.jsonl and writes progress.svg and progress.png.');
-    return 0;
-  }
-  try {
+  return runCommand(ANALYZE_CLI, argv, async ({ values }) => {
     const { summary, charts } = await analyze(values.repo ?? process.cwd());
     if (values.json) {
       console.log(JSON.stringify({ ...summary, charts: { svg: charts.svg, png: charts.png } }, null, 2));
@@ -46,10 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (charts.warning) console.error(`note: ${charts.warning}`);
     return 0;
-  } catch (e) {
-    console.error(`analyze: ${(e as Error).message}`);
-    return 1;
-  }
+  });
 }
 
 if (isMain(import.meta.url)) {

@@ -3,12 +3,12 @@
  * driver, and turn Ctrl-C into a clean stop (first press: finish the current experiment; second:
  * abandon it and reset; third: exit at once). Errors a person can fix print one message, no stack.
  */
-import { parseArgs } from 'node:util';
 import { DEFAULT_MODEL, FatalApiError } from './agent.ts';
 import { DEFAULTS, MIN_NOISE_FLOOR, ResearchDriver, ResearchError, type ResearchOptions } from './driver.ts';
 import { DEFAULT_QUEUE_NAME, parseQueueUrl } from './executors.ts';
 import { defaultCacheDir } from './preflight.ts';
 import { parseUsdPerMtok } from './pricing.ts';
+import { parseCommandLine, reportError, UsageError } from '../util/cli.ts';
 import { isMain } from '../util/main.ts';
 
 export const USAGE = `Usage: npm run research -- --tag <tag> [options]
@@ -59,50 +59,48 @@ function num(name: string, v: string | undefined, opts: { int?: boolean; min?: n
   if (v === undefined) return null;
   const x = Number(v);
   if (!Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min)) {
-    throw new ResearchError(`--${name} expects ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}, got '${v}'`);
+    throw new UsageError(`--${name} expects ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}, got '${v}'`);
   }
   return x;
 }
 
 const EFFORTS = ['low', 'medium', 'high', 'xhigh', 'max'] as const;
 
+const RESEARCH_CLI = {
+  run: 'npm run research',
+  name: 'research',
+  usage: USAGE,
+  options: {
+    tag: { type: 'string' }, resume: { type: 'boolean' }, model: { type: 'string' },
+    'max-experiments': { type: 'string' }, hours: { type: 'string' }, 'max-usd': { type: 'string' }, 'usd-per-mtok': { type: 'string' },
+    'fix-attempts': { type: 'string' }, 'proposal-retries': { type: 'string' }, 'train-command': { type: 'string' },
+    'time-budget': { type: 'string' }, 'startup-allowance': { type: 'string' }, 'noise-floor': { type: 'string' },
+    'max-tokens': { type: 'string' }, effort: { type: 'string' }, 'recent-diffs': { type: 'string' }, repo: { type: 'string' },
+    'no-data-check': { type: 'boolean' }, 'no-charts': { type: 'boolean' },
+    'baseline-runs': { type: 'string' }, 'noise-widths': { type: 'string' }, 'max-runs': { type: 'string' }, queue: { type: 'string' },
+    workers: { type: 'string' }, parallel: { type: 'string' }, 'queue-name': { type: 'string' }, dashboard: { type: 'string' },
+    'worker-lock': { type: 'string' },
+  },
+} as const;
+
 /** Parse argv (without node and script) into driver options; null means --help was asked. */
 export function parseResearchArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ResearchOptions | null {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        tag: { type: 'string' }, resume: { type: 'boolean' }, model: { type: 'string' },
-        'max-experiments': { type: 'string' }, hours: { type: 'string' }, 'max-usd': { type: 'string' }, 'usd-per-mtok': { type: 'string' },
-        'fix-attempts': { type: 'string' }, 'proposal-retries': { type: 'string' }, 'train-command': { type: 'string' },
-        'time-budget': { type: 'string' }, 'startup-allowance': { type: 'string' }, 'noise-floor': { type: 'string' },
-        'max-tokens': { type: 'string' }, effort: { type: 'string' }, 'recent-diffs': { type: 'string' }, repo: { type: 'string' },
-        'no-data-check': { type: 'boolean' }, 'no-charts': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-        'baseline-runs': { type: 'string' }, 'noise-widths': { type: 'string' }, 'max-runs': { type: 'string' }, queue: { type: 'string' },
-        workers: { type: 'string' }, parallel: { type: 'string' }, 'queue-name': { type: 'string' }, dashboard: { type: 'string' },
-        'worker-lock': { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new ResearchError(`${(e as Error).message} (see --help)`);
-  }
+  const parsed = parseCommandLine(RESEARCH_CLI, argv);
+  if (!parsed) return null;
   const v = parsed.values;
-  if (v.help) return null;
-  if (!v.tag) throw new ResearchError('--tag is required (e.g. --tag nov22; see --help)');
+  if (!v.tag) throw new UsageError('--tag is required (e.g. --tag nov22)');
   const effort = v.effort ?? null;
-  if (effort !== null && !(EFFORTS as readonly string[]).includes(effort)) throw new ResearchError(`--effort must be one of ${EFFORTS.join(', ')}`);
+  if (effort !== null && !(EFFORTS as readonly string[]).includes(effort)) throw new UsageError(`--effort must be one of ${EFFORTS.join(', ')}`);
   if (v.queue) {
     try {
       parseQueueUrl(v.queue);
     } catch (e) {
-      throw new ResearchError((e as Error).message);
+      throw new UsageError((e as Error).message);
     }
   }
   const noiseFloor = num('noise-floor', v['noise-floor'], { min: 0 });
   const dashboard = num('dashboard', v.dashboard, { int: true, min: 0 });
-  if (dashboard !== null && dashboard > 65535) throw new ResearchError(`--dashboard expects a port number, got '${v.dashboard}'`);
+  if (dashboard !== null && dashboard > 65535) throw new UsageError(`--dashboard expects a port number, got '${v.dashboard}'`);
   return {
     repoDir: v.repo ?? process.cwd(),
     tag: v.tag,
@@ -150,8 +148,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     driver = new ResearchDriver(opts);
   } catch (e) {
-    console.error(`research: ${(e as Error).message}`);
-    return 2;
+    return reportError(RESEARCH_CLI, e instanceof UsageError ? e : new UsageError((e as Error).message));
   }
   let presses = 0;
   const onSigint = () => {

@@ -1,21 +1,17 @@
 /**
- * One MuonAdamW step from fresh state on the reference fixture (../shared/fixtures/gpt-tiny.json):
+ * One MuonAdamW step from fresh state on the reference fixture (fixtures/gpt-tiny.json):
  * every AdamW and Muon group of `optimizer.param_groups`, applied to `params` with `expected.grads`,
  * must reproduce `expected.params_after_step` within the fixture README's tolerances, including its
  * allowance for cautious-weight-decay mask flips on Muon parameters.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Runtime } from '../../src/gpu/runtime.ts';
 import { adamwStep, adamwStepRef } from '../../src/ops/adamw.ts';
 import { createMuonState, muonLrScale, muonStep, muonStepRef, releaseMuonState } from '../../src/ops/muon.ts';
 import { testRuntime } from '../setup.ts';
-import { compareAfterStep, decodeF32, type Fixture, type FixtureParamGroup, type PackedF32, type StepComparison, TOLERANCE } from '../../src/fixture.ts';
+import { compareAfterStep, decodeF32, FIXTURES_DIR, type FixtureParamGroup, type PackedF32, readFixture, type StepComparison, TOLERANCE } from '../../src/fixture.ts';
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const FIXTURE = resolve(REPO_ROOT, '../shared/fixtures/gpt-tiny.json');
 /** fixtures/README.md: max|a−b| / max|b| per tensor after the step; flips ≤ 2% of a Muon tensor. */
 type Group = FixtureParamGroup;
 
@@ -31,11 +27,10 @@ function expectWithin(name: string, c: StepComparison): void {
 }
 
 const rt = (await testRuntime()) as Runtime;
-const fx: Fixture | null = existsSync(FIXTURE) ? JSON.parse(readFileSync(FIXTURE, 'utf8')) : null;
-if (!fx) console.warn(`optimizer_fixture: ${FIXTURE} not found; skipping`);
+const fx = readFixture(join(FIXTURES_DIR, 'gpt-tiny.json')); // shipped with the repository: never skipped
 
-describe.skipIf(!rt || !fx)('one MuonAdamW step on the gpt-tiny fixture', () => {
-  const f = fx!;
+describe.skipIf(!rt)('one MuonAdamW step on the gpt-tiny fixture', () => {
+  const f = fx;
   const before = (name: string) => decode(f.params[name]);
   const grad = (name: string) => decode(f.expected.grads[name]);
   const after = (name: string) => decode(f.expected.params_after_step[name]);

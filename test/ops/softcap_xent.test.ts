@@ -112,7 +112,7 @@ describe.skipIf(!rt)('softcap_xent', () => {
   });
 
   it("reproduces the reference model's per-token losses from its (already capped) logits", async () => {
-    const fx = JSON.parse(readFileSync(new URL('../../../shared/fixtures/gpt-tiny.json', import.meta.url), 'utf8'));
+    const fx = JSON.parse(readFileSync(new URL('../../fixtures/gpt-tiny.json', import.meta.url), 'utf8'));
     const f32 = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64, 'base64')).buffer);
     const logits = f32(fx.expected.logits.f32);
     const V = fx.config.vocab_size;

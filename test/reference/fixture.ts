@@ -1,5 +1,5 @@
 /**
- * @file Fixtures in the format of ../shared/fixtures/README.md, computed by the CPU reference GPT
+ * @file Fixtures in the format of fixtures/README.md, computed by the CPU reference GPT
  * and MuonAdamW of ./model.ts, for any config: `makeFixture(config, seed)` draws random parameters
  * (random values, not the init, so every gradient is non-zero) and random tokens, then records the
  * reference's logits, per-token loss, loss, every gradient, the optimizer's parameter groups and

@@ -2,20 +2,20 @@
  * The CPU reference GPT + MuonAdamW (test/reference/model.ts) and its fixtures (fixture.ts).
  * First proven against the reference's own numbers, the shipped gpt-tiny fixture; then its backward
  * against finite differences of its forward on a config gpt-tiny does not cover (GQA, value
- * embeddings on two layers, short windows, ignored targets); then the generated fixtures' contents.
+ * embeddings on two layers, short windows, ignored targets); then the generated fixtures' contents,
+ * and that the copies shipped in fixtures/ are exactly what generate.ts writes today.
  * CPU only: no GPU adapter needed.
  */
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FIXTURES_DIR } from '../../src/fixture.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { relError } from '../setup.ts';
 import { buildFixture, decodePacked, type FixtureJson, fixtureInputs, GENERATED_CASES, makeFixture, randomInputs } from './fixture.ts';
 import { REFERENCE_SETUP, type RefConfig, refBackward, refForward, refParamGroups, refParamSpecs, refWindowSizes } from './model.ts';
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SHIPPED = resolve(REPO_ROOT, '../shared/fixtures/gpt-tiny.json');
+const SHIPPED = join(FIXTURES_DIR, 'gpt-tiny.json');
 /**
  * The CPU reference must reproduce the reference's float32 numbers to rounding: measured ≤ 1.6e-6
  * relative per tensor (forward, gradients and parameters after the step). The fixture README's
@@ -164,6 +164,11 @@ describe('makeFixture', () => {
     // same seed, same fixture; another seed, other numbers
     expect(JSON.stringify(makeFixture(c.config, c.seed, c.options))).toBe(JSON.stringify(fx));
     expect(makeFixture(c.config, c.seed + 1, c.options).params['lm_head.weight'].f32).not.toBe(fx.params['lm_head.weight'].f32);
+  });
+
+  it.each(GENERATED_CASES.map((c) => [c.options.name, c] as const))('fixtures/%s.json is what generate.ts writes (rerun it after changing the reference)', (name, c) => {
+    const file = readFileSync(join(FIXTURES_DIR, `${name}.json`), 'utf8');
+    expect(file === JSON.stringify(makeFixture(c.config, c.seed, c.options)) + '\n').toBe(true);
   });
 
   it('refuses a config whose gradients vanish (T = 1: attention over one key ignores q and k)', () => {

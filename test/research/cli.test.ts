@@ -3,6 +3,7 @@
  * experiment finishes and the process exits 0; twice: it is abandoned and reset).
  */
 import { spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseResearchArgs } from '../../src/research/cli.ts';
@@ -51,7 +52,7 @@ describe('parseResearchArgs', () => {
     [['--tag', 'x', '--hours=-1'], /--hours expects a number ≥ 0/],
     [['--tag', 'x', '--effort', 'huge'], /--effort must be one of low, medium, high, xhigh, max/],
     [['--tag', 'x', '--usd-per-mtok', 'cheap'], /--usd-per-mtok expects "input,output"/],
-    [['--tag', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['--tag', 'x', '--frobnicate'], /unknown option '--frobnicate'/],
   ])('rejects %j', (argv, why) => {
     expect(() => parseResearchArgs(argv as string[])).toThrow(why);
   });
@@ -68,9 +69,10 @@ describe('Ctrl-C on the CLI', () => {
     for (const d of dirs) removeProject(d);
   });
 
-  async function startAndWaitForTraining(sleepS: number) {
+  async function startAndWaitForTraining(sleepS: number, hold = false) {
     const dir = makeProject();
     dirs.push(dir);
+    if (hold) writeFileSync(join(dir, '.fake-train-hold'), '');
     api.script(proposal('slow experiment', [['const SLEEP_S = 0;', `const SLEEP_S = ${sleepS};`], ['const MATRIX_LR = 0.04;', 'const MATRIX_LR = 0.05;']]));
     const cli = startCli(dir, api, []);
     const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
@@ -85,14 +87,16 @@ describe('Ctrl-C on the CLI', () => {
   }
 
   it('once: finishes the experiment, records it, exits 0', async () => {
-    const { dir, cli, exited } = await startAndWaitForTraining(2);
+    const { dir, cli, exited } = await startAndWaitForTraining(2, true); // training holds until released
     cli.kill('SIGINT');
+    await waitFor('the CLI to take the Ctrl-C', () => cli.output().includes('Ctrl-C: finishing'));
+    rmSync(join(dir, '.fake-train-hold'));
     const code = await exited;
     expect(code, cli.output()).toBe(0);
     expect(cli.output()).toContain('Ctrl-C: finishing the current experiment, then stopping');
     expect(cli.output()).toMatch(/stopped: stop requested\. 1 experiments/);
     expect(readResults(join(dir, 'results.tsv')).map((r) => [r.status, r.description])).toEqual([['keep', 'baseline'], ['keep', 'slow experiment']]);
-  }, 90_000);
+  });
 
   it('twice: abandons the experiment and resets', async () => {
     const { dir, cli, exited } = await startAndWaitForTraining(60);
@@ -106,8 +110,8 @@ describe('Ctrl-C on the CLI', () => {
     expect(readResults(join(dir, 'results.tsv'))).toHaveLength(1);
     expect(git(dir, 'rev-parse', 'HEAD')).toBe(git(dir, 'rev-parse', 'main'));
     expect(git(dir, 'rev-parse', '--verify', 'refs/autoresearch/test/0001-abandoned')).toMatch(/^[0-9a-f]{40}$/);
-    await waitFor('the training job to stop', () => !alive(trainPid), 10_000);
-  }, 90_000);
+    await waitFor('the training job to stop', () => !alive(trainPid));
+  });
 });
 
 describe('the worker and dashboard commands answer --help and refuse bad arguments in one line', () => {
@@ -122,7 +126,7 @@ describe('the worker and dashboard commands answer --help and refuse bad argumen
     ['worker.ts', ['--queue', 'redis://127.0.0.1:1'], 1, /^worker: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*\): start it \(Debian\/Ubuntu: apt-get install redis-server\) or check --queue$/],
     ['dashboard.ts', ['--port', 'web'], 2, /^dashboard: --port expects a port number, got 'web'$/],
     ['dashboard.ts', ['--repo', '/nonexistent'], 1, /^dashboard: no research\.jsonl in \/nonexistent: run npm run research first \(or pass --repo\)$/],
-    ['cli.ts', ['--tag', 'x', '--workers', '0'], 2, /^research: --workers expects an integer ≥ 1, got '0'$/],
+    ['cli.ts', ['--tag', 'x', '--workers', '0'], 2, /^research: --workers expects an integer ≥ 1, got '0'; see `npm run research -- --help`$/],
   ])('%s %j', (script, args, code, want) => {
     const r = run(script, args);
     const text = `${r.stdout}${r.stderr}`.trim();

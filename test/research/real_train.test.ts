@@ -2,8 +2,9 @@
  * The real thing, small: a copy of this project's train.ts and prepare.ts, trained on the
  * software adapter through the research driver (fake Messages API, real guard, real type check,
  * real descriptor-3 result from prepare.ts's evaluateBpb). Each run is a few optimizer steps
- * (fixtures/train_steps.mts) plus the software-adapter evaluation, about 30 s on llvmpipe, so the
- * file takes about a minute (the whole suite stays well inside CI's budget).
+ * (fixtures/train_steps.mts) plus the software-adapter evaluation, about 30 s on an idle llvmpipe.
+ * The work is bounded by step counts, not seconds, so nothing here times out on a slow machine: the
+ * set-up has no hook timeout and the driver's hard kill is set far beyond any bounded run.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -30,10 +31,10 @@ describe.skipIf(!existsSync(join(REPO_ROOT, 'prepare.ts')))('the real train.ts t
     const line = /^const MATRIX_LR = [\d.]+;.*$/m.exec(read(dir, 'train.ts'))![0];
     api.script(proposal('raise MATRIX_LR by a quarter', [[line, line.replace(/= ([\d.]+);/, (_, v) => `= ${(Number(v) * 1.25).toPrecision(3)};`)]]));
     await new ResearchDriver(options(dir, api, {
-      noiseFloor: 0, maxExperiments: 1, cacheDir: cache, startupAllowanceS: 300,
+      noiseFloor: 0, maxExperiments: 1, cacheDir: cache, startupAllowanceS: 24 * 3600,
       trainCommand: `"${process.execPath}" --import tsx "${join(FIXTURES, 'train_steps.mts')}"`,
     }), out).run();
-  }, 300_000);
+  }, 0);
 
   afterAll(async () => {
     if (saved === undefined) delete process.env.AUTORESEARCH_CACHE;
