@@ -70,7 +70,7 @@ function expectComplete(dir: string, experiments: number): void {
 }
 
 describe('speed-up: 4 workers against 1', () => {
-  const SLEEP_S = 6;
+  const SLEEP_S = 10;
   const measured: Record<number, { seconds: number; runs: number }> = {};
 
   async function research(workers: number): Promise<void> {
