@@ -24,6 +24,7 @@ import { parquetInfo, readTextChunks, writeTextParquet } from './src/data/parque
 import type { Runtime } from './src/gpu/runtime.ts';
 import type { Tensor } from './src/gpu/tensor.ts';
 import { bitsPerByte, causalDiff, sumChunk, tokenNats } from './src/ops/eval_bpb.ts';
+import { harnessActive, harnessEvaluate, harnessNoteTraining } from './src/research/harness.ts';
 import { reportError, UsageError, wantsHelp } from './src/util/cli.ts';
 import { isMain } from './src/util/main.ts';
 
@@ -475,6 +476,7 @@ export function makeDataloader(rt: Runtime, tokenizer: Tokenizer, B: number, T: 
     throw new Error("makeDataloader: the 'val' split is reserved for evaluateBpb during research runs");
   }
   const parts = splitParts(o.dataDir ?? dataDir(tokenizer.dataset || 'embedded'), split);
+  if (split === 'train') harnessNoteTraining(); // a research run's training clock starts here
   const stream = new BatchStream({
     parts,
     merges: tokenizer.merges as [number, number][],
@@ -596,6 +598,9 @@ async function checkCausality(rt: Runtime, logitsFn: LogitsFn, inputsHost: Int32
  */
 export async function evaluateBpb(rt: Runtime, logitsFn: LogitsFn, tokenizer: Tokenizer, batchSize: number, o: EvaluateOptions = {}): Promise<number> {
   const log = o.log ?? console.log;
+  // A sandboxed research run: the harness (src/research/harness.ts) scores with its own data,
+  // buffers, pipelines and probes; nothing here or in the objects train.ts passes can change that.
+  if (harnessActive()) return harnessEvaluate(rt, logitsFn as (inputs: unknown) => unknown, batchSize, log);
   if (process.env.AUTORESEARCH_RESULT_FD) {
     // a research run: what is scored is fixed, and the tokenizer (merges, token bytes) comes from
     // disk as in the reference, not from the object train.ts hands over

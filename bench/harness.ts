@@ -69,6 +69,8 @@ export interface BenchResult {
   gbps?: number;
   /** Percent of the adapter's datasheet peak (FLOP/s or bandwidth), when known. */
   peakPercent?: number;
+  /** The precision the FLOPs ran at, whose peak `peakPercent` is against (compute-bound cases). */
+  precision?: Precision;
   extra?: Record<string, number | string>;
   breakdown?: BreakdownRow[];
   note?: string;
@@ -127,7 +129,8 @@ export async function benchCase(rt: Runtime, family: string, c: BenchCase, o: Ti
   const seconds = t.ms / 1000;
   if (c.flops) {
     r.gflops = c.flops / seconds / 1e9;
-    const peak = peakFlops(rt.gpu.info, c.precision ?? 'f32');
+    r.precision = c.precision ?? 'f32';
+    const peak = peakFlops(rt.gpu.info, r.precision);
     if (peak) r.peakPercent = (100 * c.flops) / seconds / peak;
   } else if (c.bytes) {
     r.gbps = c.bytes / seconds / 1e9;

@@ -5,13 +5,15 @@
  * setupOptimizer makes (at depth 8: 32 × 512×512, 8 × 2048×512 c_fc, 8 × 512×2048 c_proj, 4 × 4×32
  * ve_gate). AdamW is memory-bound: 7 f32 accesses per element. Muon's FLOPs are those of Polar
  * Express (5 iterations of XᵀX, A·A and X·P per matrix); its elementwise passes are not counted.
+ * Each has a twin case `(train.ts)` that steps the same tensors with train.ts's own MuonAdamW,
+ * composed from matmuls and broadcasting ops: the price of composition against the fused kernels.
  */
 import { adamwStep } from '../src/ops/adamw.ts';
 import { createMuonState, muonStep, POLAR_EXPRESS_COEFFS, releaseMuonState, type MuonState } from '../src/ops/muon.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import type { Tensor } from '../src/gpu/tensor.ts';
 import { Rng } from '../src/util/rng.ts';
-import { hasValueEmbed } from '../train.ts';
+import { MuonAdamW, type ParamGroup } from '../train.ts';
 import type { BenchCase, BenchSuite } from './harness.ts';
 
 interface ModelShape {
@@ -28,6 +30,8 @@ const MODEL: ModelShape = { layers: 8, H: 4, Hkv: 4, D: 128, V: 8192 };
 const SMALL: ModelShape = { layers: 2, H: 2, Hkv: 2, D: 32, V: 2048 };
 
 const VE_GATE_CHANNELS = 32; // train.ts: the value-embedding gate reads x[..., :32]
+/** The reference's value-embedding layers: alternating, the last one always included. */
+const hasValueEmbed = (layer: number, nLayer: number) => layer % 2 === (nLayer - 1) % 2;
 const NS_STEPS = POLAR_EXPRESS_COEFFS.length; // train.ts: nsSteps 5
 const F32 = 4;
 
@@ -124,15 +128,52 @@ function muonCase(rt: Runtime, G: number, R: number, C: number): BenchCase {
   };
 }
 
+/** The same tensors stepped by train.ts's MuonAdamW (composed from primitive ops), in one group. */
+function composedCase(rt: Runtime, name: string, kind: ParamGroup['kind'], shapes: number[][], measure: { flops?: number; bytes?: number }): BenchCase {
+  let optimizer: MuonAdamW | null = null;
+  return {
+    name: `${name} (train.ts, composed)`,
+    ...measure,
+    precision: 'f32',
+    setup: () => {
+      const rng = new Rng(8);
+      const params = shapes.map((shape) => {
+        const n = shape.reduce((p, d) => p * d, 1);
+        const p = rt.keep(rt.fromArray(rng.normalArray(n, 0.02), shape));
+        p.grad = rt.keep(rt.fromArray(rng.normalArray(n, 1e-3), shape));
+        return p;
+      });
+      const group: ParamGroup = kind === 'adamw'
+        ? { kind, params, lr: 0.004, initialLr: 0.004, betas: [0.8, 0.95], eps: 1e-10, weightDecay: 0 }
+        : { kind, params, lr: 0.04, initialLr: 0.04, momentum: 0.95, nsSteps: NS_STEPS, beta2: 0.95, weightDecay: 0.2 };
+      optimizer = new MuonAdamW(rt, [group]);
+    },
+    run: () => optimizer!.step(),
+    dispose: () => {
+      for (const p of optimizer?.paramGroups[0].params ?? []) {
+        rt.release(p.grad);
+        rt.release(p);
+      }
+      optimizer = null; // its state is private to MuonAdamW: it lives until the process ends
+    },
+  };
+}
+
 export const suite: BenchSuite = {
   family: 'optimizer',
   cases(rt, size) {
     const m = size === 'model' ? MODEL : SMALL;
     const adam = adamwShapes(m);
+    const adamShapes = adam.map((a) => a.shape);
+    const adamElements = adamShapes.reduce((n, s) => n + s.reduce((p, d) => p * d, 1), 0);
     return [
-      adamwCase(rt, 'all AdamW params', adam.map((a) => a.shape)),
+      adamwCase(rt, 'all AdamW params', adamShapes),
+      composedCase(rt, 'adamw all AdamW params', 'adamw', adamShapes, { bytes: F32 * 7 * adamElements }),
       adamwCase(rt, `wte ${adam[0].shape.join('x')}`, [adam[0].shape]),
-      ...muonGroups(m).map((g) => muonCase(rt, g.G, g.R, g.C)),
+      ...muonGroups(m).flatMap((g) => [
+        muonCase(rt, g.G, g.R, g.C),
+        composedCase(rt, `muon group ${g.G} x ${g.R}x${g.C}`, 'muon', Array.from({ length: g.G }, () => [g.R, g.C]), { flops: polarExpressFlops(g.G, g.R, g.C) }),
+      ]),
     ];
   },
 };

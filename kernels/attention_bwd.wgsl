@@ -4,7 +4,8 @@
 //   delta = rowsum(dY ⊙ Y);  dS = P ⊙ (dY·Vᵀ − delta);
 //   dQ = scale·dS·K;  dK = scale·dSᵀ·Q;  dV = Pᵀ·dY  (dK, dV summed over the H/HKV query heads).
 // Three entry points, one per define (they bind different buffers):
-//   DELTA attention_bwd_delta: one thread per (b, i, h) row; grid grid1d(ceil(B·T·H / WG)).
+//   DELTA attention_bwd_delta: one thread per (b, i, h) row; grid grid1d(ceil(B·T·H / WG)). With SUBGROUPS
+//   (the device has them): one row per workgroup of WG threads, reduced on subgroups (subgroup_reduce.wgsl).
 //   DQ    attention_bwd_dq: grid (ceil(T / BR), H, B); BR query rows stay in registers (q, dy, dq),
 //         key tiles of BC rows (K and V) stream through workgroup memory, last blocks first.
 //   DKV   attention_bwd_dkv: grid (ceil(T / BC), HKV, B); BC key rows stay in registers (k, v, dk, dv)
@@ -53,6 +54,29 @@ const LOG2E: f32 = 1.4426950408889634;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 
+fn store_delta(r: u32, s: f32) {
+  let h = r % params.n_head;
+  let bi = r / params.n_head;
+  let b = bi / params.seq;
+  delta[params.delta_off + (b * params.n_head + h) * params.seq + bi % params.seq] = s;
+}
+
+#if SUBGROUPS
+// one row per workgroup: WG threads stride the row (coalesced) and reduce on subgroups
+#include "subgroup_reduce.wgsl"
+
+@compute @workgroup_size(WG)
+fn attention_bwd_delta(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let r = flat_workgroup(wg, nwg); // (b·T + i)·H + h
+  if (r >= params.rows) { return; } // uniform per workgroup
+  let a = r * DC * 4u;
+  var s = 0.0;
+  for (var e = lid; e < DC * 4u; e += WG) { s += f32(dy[params.dy_off + a + e]) * f32(y[params.y_off + a + e]); }
+  let total = wg_sum(s, lid);
+  if (lid == 0u) { store_delta(r, total); }
+}
+#else
+// one row per thread
 @compute @workgroup_size(WG)
 fn attention_bwd_delta(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let r = flat_workgroup(wg, nwg) * WG + lid; // (b·T + i)·H + h
@@ -60,11 +84,9 @@ fn attention_bwd_delta(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups
   let a = r * DC * 4u;
   var s = 0.0;
   for (var e = 0u; e < DC * 4u; e++) { s += f32(dy[params.dy_off + a + e]) * f32(y[params.y_off + a + e]); }
-  let h = r % params.n_head;
-  let bi = r / params.n_head;
-  let b = bi / params.seq;
-  delta[params.delta_off + (b * params.n_head + h) * params.seq + bi % params.seq] = s;
+  store_delta(r, s);
 }
+#endif
 #else
 @group(0) @binding(0) var<storage, read> q: array<T>;
 @group(0) @binding(1) var<storage, read> k: array<T>;

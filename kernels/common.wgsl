@@ -7,3 +7,10 @@ fn flat_workgroup(wg: vec3u, nwg: vec3u) -> u32 {
 
 // Float32 machine epsilon: the RMS norm eps of the reference (torch.finfo(float32).eps).
 const F32_EPS: f32 = 1.1920928955078125e-7;
+
+// Largest finite value of the storage type T (the loader defines F16 for f16 kernels).
+#if F16
+const T_MAX: f32 = 65504.0;
+#else
+const T_MAX: f32 = 0x1.fffffep+127f;
+#endif

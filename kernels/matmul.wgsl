@@ -27,6 +27,8 @@
 //
 // matmul_split_reduce (SPLIT_REDUCE): C = alpha * sum over splits of the partials + beta * C; one
 //   thread per element of C, grid1d(ceil(batch*M*N / WG)), coalesced along n.
+// dtypes: A and B are T; C is T, or f32 with C_F32 (f16 operands, f32 result: weight gradients
+// straight into f32 master gradients, with no f16 rounding or range limit on the sum over B·T rows).
 #include "common.wgsl"
 
 #if SPLIT_REDUCE
@@ -42,8 +44,13 @@ struct Params {
   beta: f32,
 }
 
+#if C_F32
+alias CT = f32;
+#else
+alias CT = T;
+#endif
 @group(0) @binding(0) var<storage, read> partial: array<f32>;
-@group(0) @binding(1) var<storage, read_write> c: array<T>;
+@group(0) @binding(1) var<storage, read_write> c: array<CT>;
 @group(1) @binding(0) var<uniform> params: Params;
 
 override WG: u32 = 256u;
@@ -62,7 +69,7 @@ fn matmul_split_reduce(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroup
   let ci = params.c_off + batch * params.c_sb + m * params.c_sm + n;
   var v = params.alpha * s;
   if (params.beta != 0.0) { v += params.beta * f32(c[ci]); }
-  c[ci] = T(v);
+  c[ci] = CT(v);
 }
 
 #else
@@ -91,7 +98,11 @@ struct Params {
 #if SPLIT_K
 alias CT = f32; // partial sums stay f32 whatever T is
 #else
+#if C_F32
+alias CT = f32;
+#else
 alias CT = T;
+#endif
 #endif
 
 @group(0) @binding(0) var<storage, read> a: array<T>;

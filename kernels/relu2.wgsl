@@ -1,7 +1,8 @@
 // relu2: y = relu(x)² (the reference MLP's activation) and its backward dx = 2·relu(x)·dy.
 // Refs relu2Ref / relu2BwdRef in src/ops/relu2.ts.
 // One thread per element (coalesced); grid grid1d(ceil(n / WG)). Offsets and n are in elements.
-// Bindings per entry are chosen with #if FWD / BWD. Numerics: f32 arithmetic, storage T.
+// Bindings per entry are chosen with #if FWD / BWD. Numerics: f32 arithmetic, storage T (the forward
+// saturates at T's largest finite value).
 #include "common.wgsl"
 
 struct Params {
@@ -27,7 +28,9 @@ fn relu2_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec
   let i = index(wg, nwg, lid);
   if (i >= params.n) { return; }
   let r = max(f32(x[params.x_off + i]), 0.0);
-  y[params.y_off + i] = T(r * r);
+  // in f16, relu(x)² leaves the finite range for x > 255.9: saturate at T_MAX rather than store an
+  // out-of-range value (indeterminate in WGSL, inf in practice, a NaN loss two ops later)
+  y[params.y_off + i] = T(min(r * r, T_MAX));
 }
 #endif
 

@@ -10,6 +10,9 @@
 //   zero except at the layer index (the tape adds them up across layers).
 // Bindings per entry are chosen with #if FWD / BWD / BWD_REDUCE. Offsets and n are in elements.
 // Numerics: f32 accumulation; partial sums are a two-level tree (deterministic order).
+// dtypes: x, x0, y, dy, dx, dx0 are T (f16 activations in mixed precision); the per-layer scalars
+// lambdas, mus and their gradients are always f32 (f32 master parameters; a sum over every element
+// of an f16 activation would also overflow f16).
 #include "common.wgsl"
 
 struct Params {
@@ -30,8 +33,8 @@ override WG: u32 = 256;
 #if FWD
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> x0: array<T>;
-@group(0) @binding(2) var<storage, read> lambdas: array<T>;
-@group(0) @binding(3) var<storage, read> mus: array<T>;
+@group(0) @binding(2) var<storage, read> lambdas: array<f32>;
+@group(0) @binding(3) var<storage, read> mus: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<T>;
 @group(1) @binding(0) var<uniform> params: Params;
 
@@ -49,8 +52,8 @@ fn residual_mix_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
 @group(0) @binding(0) var<storage, read> dy: array<T>;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read> x0: array<T>;
-@group(0) @binding(3) var<storage, read> lambdas: array<T>;
-@group(0) @binding(4) var<storage, read> mus: array<T>;
+@group(0) @binding(3) var<storage, read> lambdas: array<f32>;
+@group(0) @binding(4) var<storage, read> mus: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<T>;
 @group(0) @binding(6) var<storage, read_write> dx0: array<T>;
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;
@@ -93,8 +96,8 @@ fn residual_mix_bwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
 
 #if BWD_REDUCE
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dlambdas: array<T>;
-@group(0) @binding(2) var<storage, read_write> dmus: array<T>;
+@group(0) @binding(1) var<storage, read_write> dlambdas: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dmus: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 
 var<workgroup> red_x: array<f32, WG>;
@@ -120,8 +123,8 @@ fn residual_mix_bwd_reduce(@builtin(local_invocation_index) lid: u32) {
   }
   // full-size gradients: zero everywhere but the layer index
   for (var l = lid; l < params.n_layer; l += WG) {
-    dlambdas[l] = T(select(0.0, red_x[0], l == params.layer));
-    dmus[l] = T(select(0.0, red_x0[0], l == params.layer));
+    dlambdas[l] = select(0.0, red_x[0], l == params.layer);
+    dmus[l] = select(0.0, red_x0[0], l == params.layer);
   }
 }
 #endif

@@ -24,6 +24,14 @@ struct Params {
 override WG: u32 = 256;
 override ROW_THREADS: u32 = 32; // power of two, <= WG
 
+#if SUBGROUPS
+// One row per workgroup (the wrapper sets ROW_THREADS = WG): the row's sum is a workgroup sum on
+// subgroups (subgroup_reduce.wgsl), whatever the subgroup size and layout.
+#include "subgroup_reduce.wgsl"
+fn row_sum(lid: u32, s: f32) -> f32 {
+  return wg_sum(s, lid);
+}
+#else
 var<workgroup> partial: array<f32, WG>;
 
 // Sums `s` over the ROW_THREADS threads of each row group; every thread gets its group's total.
@@ -40,6 +48,7 @@ fn row_sum(lid: u32, s: f32) -> f32 {
   }
   return partial[lid - lane];
 }
+#endif
 
 #if FWD
 @group(0) @binding(0) var<storage, read> x: array<T>;

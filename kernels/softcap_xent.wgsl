@@ -11,6 +11,8 @@
 //   workgroup memory merges the (m, Σ) pairs. The thread whose stride holds the target reads c[target]
 //   in pass 1 and writes the loss (so no thread reads a logit another overwrites). Pass 2 (GRAD):
 //   the same threads recompute c from z (the row stays hot in L2) and overwrite it with dz.
+//   With SUBGROUPS (the device has 'subgroups') the merge is two subgroup reductions instead
+//   (subgroup_reduce.wgsl: wg_max, then wg_sum of each thread's sum rescaled to the row max).
 // softcap_fwd (#if SOFTCAP): c = s·tanh(z/s) in place, one thread per element (grid1d(ceil(n/WG))).
 // Numerics: f32 throughout; tanh's argument is clamped to ±10 (tanh = ±1 in f32 there; guards
 // backends whose tanh overflows to NaN for large inputs); the max starts at −FLT_MAX (not −inf, so
@@ -86,8 +88,12 @@ fn softcap_xent_count(@builtin(local_invocation_index) lid: u32) {
 #endif
 @group(1) @binding(0) var<uniform> params: Params;
 
+#if SUBGROUPS
+#include "subgroup_reduce.wgsl"
+#else
 var<workgroup> red_max: array<f32, WG>;
 var<workgroup> red_sum: array<f32, WG>;
+#endif
 
 // A quiet NaN made at run time (a NaN constant is a WGSL compile error): the loss of a bad target.
 fn runtime_nan(zero: u32) -> f32 {
@@ -119,6 +125,11 @@ fn softcap_xent_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
     }
     if (valid && j == u32(tgt)) { c_target = c; }
   }
+#if SUBGROUPS
+  // subgroup reductions: the row max, then every thread's sum rescaled to it
+  let row_max = wg_max(m, lid);
+  let row_sum = wg_sum(s * exp(m - row_max), lid);
+#else
   red_max[lid] = m;
   red_sum[lid] = s;
   workgroupBarrier();
@@ -134,6 +145,7 @@ fn softcap_xent_fwd(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
   }
   let row_max = red_max[0];
   let row_sum = red_sum[0];
+#endif
   if (lid == owner) {
     var l = 0.0;
     if (valid) {

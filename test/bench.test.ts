@@ -16,7 +16,7 @@ import {
   type BenchCase, benchCase, type BenchResult, formatBreakdown, formatExtra, formatTable, median, timeRun,
 } from '../bench/harness.ts';
 import { adamwShapes, muonGroups, polarExpressFlops } from '../bench/optimizer.bench.ts';
-import { kernelFamily, stepBreakdown } from '../bench/step.bench.ts';
+import { kernelFamily, type StepConfig, stepBreakdown, stepPeakBytes } from '../bench/step.bench.ts';
 import type { Runtime, TimedDispatch } from '../src/gpu/runtime.ts';
 import { Rng } from '../src/util/rng.ts';
 import { testRuntime } from './setup.ts';
@@ -256,6 +256,9 @@ describe.skipIf(!rt)('npm run bench (subprocess)', () => {
 
     expect(step.family).toBe('step');
     expect(step.ms).toBeGreaterThan(0);
+    // train.ts's PRECISION 'auto': f16 where the adapter has shader-f16; the JSON says which
+    expect(step.extra.precision).toBe(rt!.f16 ? 'f16' : 'f32');
+    expect(step.precision).toBe(step.extra.precision);
     expect(step.extra.tokens_per_step).toBe(512);
     expect(step.extra.tokens_per_s).toBeCloseTo(512 / (step.ms / 1000), 6);
     expect(step.extra.dispatches_per_step).toBeGreaterThan(50);
@@ -274,10 +277,34 @@ describe.skipIf(!rt)('npm run bench (subprocess)', () => {
     }
   });
 
+  it('reports the pool peak of one step in f32 and f16 from a dry allocation pass', () => {
+    const p = bench('--suite', 'step', '--filter', 'step memory', '--json', '--size', 'small', '--out', join(dir, 'mem.json'));
+    expect(p.status, p.stderr).toBe(0);
+    const [mem] = JSON.parse(p.stdout).results;
+    expect(mem.name).toMatch(/^step memory depth 2: 2x256 tokens per micro-batch, f32 vs f16 \(dry allocation pass\)$/);
+    expect(mem.extra.peak_pool_mb_f16).toBeLessThan(mem.extra.peak_pool_mb_f32);
+    expect(mem.extra.f16_over_f32).toBeCloseTo(mem.extra.peak_pool_mb_f16 / mem.extra.peak_pool_mb_f32, 9);
+    expect(mem.extra.peak_pool_mb_f16_batch_4).toBeGreaterThan(mem.extra.peak_pool_mb_f16);
+  });
+
   it('refuses an unknown suite, naming the ones there are', () => {
     const p = bench('--suite', 'nosuch', '--json');
     expect(p.status).not.toBe(0);
     const named = p.stderr.match(/--suite: unknown nosuch; the suites are (.*?); see `npm run bench -- --help`$/m)?.[1].split(', ');
     expect(named).toEqual(expect.arrayContaining(['elementwise', 'matmul', 'attention', 'norm', 'loss', 'optimizer', 'embedding', 'step']));
+  });
+});
+
+describe.skipIf(!rt)('step memory (dry allocation pass)', () => {
+  // depth 1, 2 rows of 32 tokens, 2 micro-steps per step, V 8192 (the bench's vocabulary)
+  const TINY: StepConfig = { depth: 1, aspectRatio: 32, headDim: 16, seqLen: 32, deviceBatchSize: 2, totalBatchSize: 128, vocab: 8192, warmup: 1, steps: 1 };
+
+  it('the dry pass accounts exactly the pool peak of really running the step, in f32 and in f16', async () => {
+    for (const dtype of rt!.f16 ? (['f32', 'f16'] as const) : (['f32'] as const)) {
+      const dry = await stepPeakBytes(rt!, TINY, dtype);
+      const real = await stepPeakBytes(rt!, TINY, dtype, TINY.deviceBatchSize, false);
+      expect(dry, dtype).toBe(real);
+      expect(dry).toBeGreaterThan(0);
+    }
   });
 });

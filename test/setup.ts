@@ -59,3 +59,17 @@ export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>)
   }
   return den === 0 ? num : num / den;
 }
+
+/**
+ * Whether the runtime's adapter has `feature` (e.g. 'shader-f16', 'subgroups'). A test that needs it
+ * skips where it is missing, except under AUTORESEARCH_REQUIRE_FEATURES (comma-separated, set by CI's
+ * lavapipe run): there a missing required feature throws, so nothing skips silently.
+ */
+export function requireFeature(rt: Runtime | null, feature: string): boolean {
+  const has = !!rt && rt.device.features.has(feature);
+  const required = (process.env.AUTORESEARCH_REQUIRE_FEATURES ?? '').split(',').map((s) => s.trim());
+  if (!has && required.includes(feature)) {
+    throw new Error(`AUTORESEARCH_REQUIRE_FEATURES includes ${feature}, but the adapter (${rt?.gpu.info.name ?? 'none'}) lacks it`);
+  }
+  return has;
+}

@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 vi.mock('../prepare.ts', async (importOriginal) => ({ ...(await importOriginal<typeof import('../prepare.ts')>()), TIME_BUDGET: 1e9 }));
 import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
+import { startRun } from '../src/harness.ts';
 import { train } from '../train.ts';
 import { testRuntime } from './setup.ts';
 
@@ -46,9 +47,9 @@ describe.skipIf(!rt)('train.ts end to end (tiny config, embedded corpus)', () =>
     const spy = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void lines.push(args.join(' ')));
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     try {
-      const initial = await train({ runtime: rt, tokenizer, maxSteps: 0, config: TINY });
+      const initial = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 0, sizes: TINY }));
       lines.length = 0;
-      const trained = await train({ runtime: rt, tokenizer, maxSteps: 40, config: TINY });
+      const trained = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY }));
       expect(initial.val_bpb).toBeGreaterThan(0);
       expect(trained.val_bpb).toBeLessThan(0.85 * initial.val_bpb);
       expect(trained.num_steps).toBe(40);

@@ -4,13 +4,12 @@
  * bind group and no buffer, and leaves pool usage where it was. Synthetic tokens, tiny config.
  */
 import { describe, expect, it } from 'vitest';
-import { scale } from '../src/autograd/basic.ts';
+import type { Batch } from '../prepare.ts';
 import { ctx, useRuntime } from '../src/autograd/tape.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
-import { copy } from '../src/ops/elementwise.ts';
 import { buildEmbeddingIndex } from '../src/ops/embedding.ts';
 import { Rng } from '../src/util/rng.ts';
-import { buildModelConfig, GPT, OPTIMIZER_SETTINGS } from '../train.ts';
+import { buildModelConfig, GPT, OPTIMIZER_SETTINGS, type TrainState, trainStep } from '../train.ts';
 import { testRuntime } from './setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
@@ -22,29 +21,28 @@ describe.skipIf(!rt)('a training step in steady state', () => {
     const [B, T, V, ACCUM] = [2, 32, 96, 2];
     const model = new GPT(rt, buildModelConfig(2, V, { aspectRatio: 32, headDim: 32, seqLen: T }));
     model.initWeights();
-    const optimizer = model.setupOptimizer(OPTIMIZER_SETTINGS);
     const rng = new Rng(3);
-    const ids = rt.keep(rt.empty([B, T], 'i32'));
+    const inputs = rt.keep(rt.empty([B, T], 'i32'));
     const targets = rt.keep(rt.empty([B, T], 'i32'));
-    const lastLoss = rt.keep(rt.zeros([1]));
-    const hostIds = rng.intArray(B * T, V);
-    const index = buildEmbeddingIndex(rt, hostIds, V);
+    // a stand-in for the dataloader: the same two tensors, rewritten with random tokens
+    const loader = {
+      async next(): Promise<Batch> {
+        const inputsHost = rng.intArray(B * T, V), targetsHost = rng.intArray(B * T, V);
+        rt.write(inputs, inputsHost);
+        rt.write(targets, targetsHost);
+        return { inputs, targets, inputsHost, targetsHost, epoch: 1 };
+      },
+    };
+    const batch = await loader.next();
+    const state: TrainState = {
+      model, optimizer: model.setupOptimizer(OPTIMIZER_SETTINGS), loader, batch,
+      embeddingIndex: buildEmbeddingIndex(rt, batch.inputsHost, V), gradAccumSteps: ACCUM, lastLoss: rt.keep(rt.zeros([1])),
+    };
     const losses: number[] = [];
+    let n = 0;
     const step = async () => {
-      for (let micro = 0; micro < ACCUM; micro++) {
-        const x = rng.intArray(B * T, V);
-        rt.write(ids, x);
-        rt.write(targets, rng.intArray(B * T, V));
-        buildEmbeddingIndex(rt, x, V, index);
-        rt.scope(() => {
-          const loss = model.forward({ ids, index }, targets);
-          rt.scope(() => void ctx().backward(scale(loss, 1 / ACCUM)));
-          copy(rt, loss, lastLoss); // as train.ts: the last micro-step's loss is read once per step
-        });
-      }
-      optimizer.step();
-      optimizer.zeroGrad();
-      losses.push(await rt.item(lastLoss));
+      await trainStep(state, n++, 0); // train.ts's own step: micro-steps, schedules, MuonAdamW
+      losses.push(await rt.item(state.lastLoss)); // as train.ts: one read per step
     };
     // the first step also creates the optimizer state, so the pool's free set settles after it:
     // from the second step on, identical steps get identical buffers

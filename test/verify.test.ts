@@ -16,7 +16,7 @@ import type { Runtime } from '../src/gpu/runtime.ts';
 import { readFixture, shippedFixtures } from '../src/fixture.ts';
 import { type CheckRow, formatRows, verifyFixture } from '../src/verify.ts';
 import { decodePacked, encodeF32, type FixtureJson, GENERATED_CASES, makeFixture } from './reference/fixture.ts';
-import { testRuntime } from './setup.ts';
+import { requireFeature, testRuntime } from './setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -33,14 +33,14 @@ function expectAllOk(rows: CheckRow[], fx: Pick<FixtureJson, 'params'>, label: s
   for (const r of rows) expect(Number.isFinite(r.error), `${label}: ${r.name} error ${r.error}`).toBe(true);
 }
 
-/** A deep copy with one element of one gradient moved by 1% of that gradient's largest magnitude. */
-function withPerturbedGrad(fx: FixtureJson, name: string): FixtureJson {
+/** A deep copy with one element of one gradient moved by `by` (default 1%) of that gradient's largest magnitude. */
+function withPerturbedGrad(fx: FixtureJson, name: string, by = 0.01): FixtureJson {
   const copy = structuredClone(fx);
   const g = decodePacked(copy.expected.grads[name]);
   const max = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   let at = 0; // the smallest element, so max|g| (the error's denominator) stays put
   for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) < Math.abs(g[at])) at = i;
-  g[at] += 0.01 * max;
+  g[at] += by * max;
   copy.expected.grads[name] = encodeF32(g, copy.expected.grads[name].shape);
   return copy;
 }
@@ -86,6 +86,36 @@ describe.skipIf(!rt)('verifyFixture', () => {
     const windows = structuredClone(byName('gqa-3l-ssl'));
     windows.window_sizes = windows.window_sizes.map(() => [windows.config.sequence_len, 0]);
     expect(failing(await verifyFixture(rt, windows))).toEqual(['window_sizes']);
+  });
+});
+
+// f16 compute (train.ts PRECISION 'f16') against the same f32 reference, with TOLERANCE_F16; needs
+// shader-f16 (lavapipe 26.2), required under AUTORESEARCH_REQUIRE_FEATURES=shader-f16 (CI).
+describe.skipIf(!requireFeature(rt, 'shader-f16'))('verifyFixture --precision f16', () => {
+  const worst = (rows: CheckRow[], prefix: string) => Math.max(...rows.filter((r) => r.name.startsWith(prefix)).map((r) => r.error));
+
+  it.each(shipped.map((s) => [s.file, s.fx] as const))('passes the shipped fixture %s', async (name, fx) => {
+    const rows = await verifyFixture(rt, fx, 'f16');
+    expectAllOk(rows, fx, `${name} f16`);
+    console.log(`${name} f16: logits ${worst(rows, 'logits').toExponential(1)}, grads ${worst(rows, 'grad').toExponential(1)}, step ${worst(rows, 'step').toExponential(1)}`);
+  });
+
+  it('still fails on a gradient perturbed past the f16 tolerance', async () => {
+    const target = 'transformer.h.1.attn.c_k.weight';
+    const rows = await verifyFixture(rt, withPerturbedGrad(byName('gqa-3l-ssl'), target, 0.1), 'f16');
+    expect(failing(rows)).toContain(`grad ${target}`);
+    expect(failing(rows).filter((n) => n.startsWith('grad'))).toEqual([`grad ${target}`]);
+  });
+
+  it('the CLI takes --precision f16 and passes the shipped fixture', () => {
+    const gptTiny = shippedFixtures().find((p) => basename(p) === 'gpt-tiny.json')!;
+    const r = spawnSync('npx', ['tsx', 'src/verify.ts', '--precision', 'f16', gptTiny], { cwd: REPO_ROOT, encoding: 'utf8' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/precision f16/);
+    expect(r.stdout).toMatch(/^all \d+ checks passed$/m);
+    const bad = spawnSync('npx', ['tsx', 'src/verify.ts', '--precision', 'bf16', gptTiny], { cwd: REPO_ROOT, encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr.trim()).toMatch(/^verify: --precision must be one of f32, f16, got 'bf16'; see .*--help`$/);
   });
 });
 

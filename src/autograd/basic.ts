@@ -1,8 +1,8 @@
 /**
- * @file Differentiable basics: add, scale, mul, sum/mean, reshape. Each runs the op from
+ * @file Differentiable basics: add, scale, mul, sum/mean, reshape, cast. Each runs the op from
  * src/ops and records its backward on the ambient tape.
  */
-import { addScaled, mul as mulOp, scale as scaleOp, scaleByScalar } from '../ops/elementwise.ts';
+import { addScaled, cast as castOp, mul as mulOp, scale as scaleOp, scaleByScalar } from '../ops/elementwise.ts';
 import { sumAll } from '../ops/reduce.ts';
 import type { Tensor } from '../gpu/tensor.ts';
 import { ctx } from './tape.ts';
@@ -61,5 +61,19 @@ export function reshape(a: Tensor, shape: readonly number[]): Tensor {
   const tape = ctx();
   const y = tape.rt.reshape(a, shape);
   tape.record('reshape', [a], [y], ([dy]) => [tape.rt.reshape(dy!, a.shape)]);
+  return y;
+}
+
+/**
+ * a converted to `dtype` (f32 ↔ f16), like torch.autocast's casts: the gradient comes back in a's
+ * own dtype, so f32 master weights get f32 gradients from f16 compute. Returns a itself when the
+ * dtype already matches.
+ */
+export function cast(a: Tensor, dtype: 'f32' | 'f16'): Tensor {
+  if (a.dtype === dtype) return a;
+  const tape = ctx();
+  const y = castOp(tape.rt, a, dtype);
+  // an f32 gradient (linear writes weight gradients in f32 from f16 operands) passes through
+  tape.record('cast', [a], [y], ([dy]) => [dy!.dtype === a.dtype ? dy : castOp(tape.rt, dy!, a.dtype as 'f32' | 'f16')]);
   return y;
 }

@@ -6,6 +6,7 @@
  */
 import { gemm, type GemmArgs, matmul as matmulOp, matmulShape } from '../ops/matmul.ts';
 import type { Tensor } from '../gpu/tensor.ts';
+import { cast } from './basic.ts';
 import { ctx } from './tape.ts';
 
 export interface LinearOptions {
@@ -15,11 +16,14 @@ export interface LinearOptions {
 
 /**
  * y = x[..., :k]·wᵀ for x [..., in] and w [out, k] (k = inFeatures, default in) → y [..., out].
+ * Mixed precision (torch.autocast): a weight whose dtype differs from x's (f32 master weights, f16
+ * activations) is cast to x's dtype on the tape, so y is in x's dtype and w's gradient in w's.
  * Backward, with x's leading dims folded into R rows: dx = dy·w (NN, written with row stride in),
  * dw = dyᵀ·x[:, :k] (TN, K = R: the split-K path for large batches).
  */
-export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor {
+export function linear(x: Tensor, wStored: Tensor, opts: LinearOptions = {}): Tensor {
   const tape = ctx();
+  const w = x.dtype === 'f16' || x.dtype === 'f32' ? cast(wStored, x.dtype) : wStored;
   const rt = tape.rt;
   const inX = x.ndim >= 1 ? x.dim(-1) : 0;
   const k = opts.inFeatures ?? inX;
@@ -38,7 +42,8 @@ export function linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor {
       gemm(rt, dy!, w, dx, { M: rows, N: k, K: out, lda: out, ldb: k, ldc: inX });
     }
     if (w.requiresGrad) {
-      dw = rt.empty(w.shape, w.dtype);
+      // an f16 copy of an f32 weight gets its gradient in f32 straight from the f16 operands
+      dw = rt.empty(w.shape, wStored.dtype === 'f32' ? 'f32' : w.dtype);
       gemm(rt, dy!, x, dw, { transA: true, M: out, N: k, K: rows, lda: out, ldb: inX, ldc: k });
     }
     return [dx, dw];

@@ -6,7 +6,8 @@
  * lmHeadLoss never materialises the [N, V] logits: per chunk of rows it computes the logits,
  * the fused softcap-xent kernel writes per-token losses and overwrites the chunk with d(mean)/dz,
  * and dx, dW are accumulated from that chunk at once. The recorded backward only scales the saved
- * dx, dW by the incoming scalar gradient.
+ * dx, dW by the incoming scalar gradient. train.ts writes the same loss out of primitive ops (its
+ * softcapCrossEntropy); lmHeadLoss is the fused alternative (three elementwise passes fewer per chunk).
  */
 import { scaleByScalar, scaleByScalarInPlace } from '../ops/elementwise.ts';
 import { matmul } from '../ops/matmul.ts';
@@ -15,6 +16,7 @@ import { residualMixBwd, residualMixFwd } from '../ops/residual_mix.ts';
 import { softcapFwd, softcapXentCount, softcapXentFwd } from '../ops/softcap_xent.ts';
 import { valueEmbedBwd, valueEmbedFwd } from '../ops/value_embed.ts';
 import type { Tensor } from '../gpu/tensor.ts';
+import { cast } from './basic.ts';
 import { ctx } from './tape.ts';
 
 /** Logits per chunk (elements): 64 MiB of f32, 2048 rows at V = 8192; well under the 128 MiB binding limit. */
@@ -62,13 +64,19 @@ export interface LmHeadLossOptions {
  * losses [N] (f32, not differentiable; for evaluation). Holds one chunk of logits at a time; when
  * gradients are wanted they are computed here, during the forward, and saved.
  */
-export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLossOptions): { loss: Tensor; perToken: Tensor } {
+export function lmHeadLoss(x: Tensor, wStored: Tensor, targets: Tensor, opts: LmHeadLossOptions): { loss: Tensor; perToken: Tensor } {
   const tape = ctx();
   const rt = tape.rt;
+  const w = autocastWeight(x, wStored);
   if (w.ndim !== 2 || x.ndim < 1 || x.dim(-1) !== w.dim(1)) {
     throw new Error(`lmHeadLoss: expected x [..., C] and w [V, C]; got x ${x.describe()}, w ${w.describe()}`);
   }
   if (x.dtype !== w.dtype) throw new Error(`lmHeadLoss: x ${x.describe()} and w ${w.describe()} differ in dtype`);
+  // f16 logits: d(mean)/dz = (p − onehot)/count is ~1e-9 at V = 8192 and 32K tokens, below f16's
+  // smallest subnormal (6e-8). So in f16 the chunk holds the per-token gradient (p − onehot, |·| ≤ 1),
+  // dx is summed in those units, and the backward applies dLoss/count once (a caller that scales the
+  // loss by its token count, as train.ts does in f16, keeps the gradients per-token sized throughout).
+  const perTokenUnits = x.dtype === 'f16';
   const C = x.dim(-1);
   const V = w.dim(0);
   const N = C === 0 ? 0 : x.size / C;
@@ -85,7 +93,9 @@ export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLo
   const perToken = rt.empty([N], 'f32');
   const logits = rt.empty([chunk, V], x.dtype);
   const dx = wantDx ? rt.empty(x.shape, x.dtype) : null;
-  const dw = wantDw ? rt.empty(w.shape, w.dtype) : null;
+  const dw = wantDw ? rt.empty(w.shape, wStored.dtype === 'f32' ? 'f32' : w.dtype) : null; // f32 master: f32 gradient
+  const gradStats = perTokenUnits && (wantDx || wantDw) ? rt.empty([2], 'f32') : null;
+  if (gradStats) rt.fill(gradStats, 1); // the kernel scales by gradStats[1] = 1: per-token units
   for (let r0 = 0; r0 < N; r0 += chunk) {
     const rows = Math.min(chunk, N - r0);
     const xc = rt.view(x, [rows, C], r0 * C);
@@ -94,7 +104,7 @@ export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLo
     const lc = rt.view(perToken, [rows], r0);
     matmul(rt, xc, w, { transB: true, out: z });
     // z becomes d(mean loss)/dz in place when gradients are wanted
-    softcapXentFwd(rt, z, tc, { softcap: opts.softcap, out: lc, grad: wantDx || wantDw ? { stats } : undefined });
+    softcapXentFwd(rt, z, tc, { softcap: opts.softcap, out: lc, grad: wantDx || wantDw ? { stats: gradStats ?? stats } : undefined });
     if (dx) {
       const dxc = rt.view(dx, [rows, C], r0 * C);
       matmul(rt, z, w, { out: dxc });
@@ -107,11 +117,20 @@ export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLo
   const total = sumAll(rt, perToken);
   const invCount = rt.view(stats, [1], 1);
   const loss = scaleByScalar(rt, total, invCount);
-  for (const t of [total, invCount, stats]) rt.release(t);
+  rt.release(total);
+  if (gradStats) rt.release(gradStats);
+  if (!perTokenUnits || !(wantDx || wantDw)) for (const t of [invCount, stats]) rt.release(t);
 
   tape.record('lmHeadLoss', [x, w], [loss], ([dLoss]) => {
     // the saved gradients become the returned ones, scaled in place (no [N, C] copy)
-    return [dx ? scaleByScalarInPlace(rt, dx, dLoss!) : null, dw ? scaleByScalarInPlace(rt, dw, dLoss!) : null];
+    let s = dLoss!;
+    if (perTokenUnits) {
+      s = scaleByScalar(rt, dLoss!, invCount); // dLoss/count, f32
+      for (const t of [invCount, stats]) rt.release(t);
+    }
+    const grads = [dx ? scaleByScalarInPlace(rt, dx, s) : null, dw ? scaleByScalarInPlace(rt, dw, s) : null];
+    if (s !== dLoss) rt.release(s);
+    return grads;
   });
   return { loss, perToken };
 }
@@ -120,10 +139,18 @@ export function lmHeadLoss(x: Tensor, w: Tensor, targets: Tensor, opts: LmHeadLo
  * Softcapped logits s·tanh(x·wᵀ/s), [..., V], forward only (evaluation and verification): not
  * recorded on the tape. Materialises all N·V logits, so callers chunk large N themselves.
  */
-export function lmHeadLogits(x: Tensor, w: Tensor, softcap: number): Tensor {
+export function lmHeadLogits(x: Tensor, wStored: Tensor, softcap: number): Tensor {
   const rt = ctx().rt;
+  const w = ctx().noGrad(() => autocastWeight(x, wStored));
   if (w.ndim !== 2 || x.ndim < 1 || x.dim(-1) !== w.dim(1)) {
     throw new Error(`lmHeadLogits: expected x [..., C] and w [V, C]; got x ${x.describe()}, w ${w.describe()}`);
   }
-  return softcapFwd(rt, matmul(rt, x, w, { transB: true }), softcap);
+  const logits = softcapFwd(rt, matmul(rt, x, w, { transB: true }), softcap);
+  if (w !== wStored) rt.release(w);
+  return logits;
+}
+
+/** An f32 weight meeting f16 activations is cast to f16 on the tape (torch.autocast), else returned as is. */
+function autocastWeight(x: Tensor, w: Tensor): Tensor {
+  return x.dtype === 'f16' && w.dtype === 'f32' ? cast(w, 'f16') : w;
 }

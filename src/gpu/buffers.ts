@@ -38,7 +38,11 @@ export class BufferPool {
   /** Called when buffers are destroyed, so dependent caches (bind groups) can drop them. */
   onDestroy: (() => void) | null = null;
 
-  constructor(device: GPUDevice, readonly maxBufferSize: number) {
+  /**
+   * dryRun: account sizes without creating GPU buffers (Runtime's dry-run mode: the memory a step
+   * would take, at sizes a software adapter could never run).
+   */
+  constructor(device: GPUDevice, readonly maxBufferSize: number, readonly dryRun = false) {
     this.#device = device;
   }
 
@@ -52,6 +56,11 @@ export class BufferPool {
       );
     }
     let s = this.#free.get(size)?.pop();
+    if (!s && this.dryRun) {
+      s = { id: this.#nextId++, buffer: null as unknown as GPUBuffer, bytes: size, refs: 0 };
+      this.bytesReserved += size;
+      this.created++;
+    }
     if (!s) {
       const buffer = this.#device.createBuffer({
         size,
@@ -87,7 +96,7 @@ export class BufferPool {
   trim(): void {
     for (const list of this.#free.values()) {
       for (const s of list) {
-        s.buffer.destroy();
+        s.buffer?.destroy();
         this.bytesReserved -= s.bytes;
       }
     }

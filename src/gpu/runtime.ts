@@ -68,6 +68,11 @@ export class Runtime {
   readonly pool: BufferPool;
   readonly limits: GPUSupportedLimits;
   readonly f16: boolean;
+  /**
+   * Reductions use subgroup operations (kernels' SUBGROUPS variants) where the device has
+   * 'subgroups'; tests set it false to run the workgroup-memory fallback on the same adapter.
+   */
+  subgroups: boolean;
   readonly #staging: StagingPool;
   readonly #kernels = new Map<string, Kernel>();
   readonly #paramsLayout: GPUBindGroupLayout;
@@ -89,12 +94,21 @@ export class Runtime {
   dispatches = 0;
   #profile: { querySet: GPUQuerySet; labels: string[]; results: Promise<TimedDispatch[]>[] } | null = null;
 
-  private constructor(readonly gpu: Gpu) {
+  /**
+   * dryRun: a runtime that records nothing — kernels are reflected but not compiled, dispatches and
+   * uploads are dropped, the pool hands out sizes without GPU buffers (and without the adapter's
+   * per-buffer limit) and reading back throws. Every allocation and release happens exactly as in a
+   * real run, so `pool.peakBytesInUse` after a dry training step is the memory that step takes
+   * (bench step suite: the reference configuration's figure on an adapter too slow to run it).
+   */
+  private constructor(readonly gpu: Gpu, readonly dryRun = false) {
     const device = gpu.device;
     this.device = device;
     this.limits = device.limits;
     this.f16 = device.features.has('shader-f16');
-    this.pool = new BufferPool(device, Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize));
+    this.subgroups = device.features.has('subgroups');
+    const maxBuffer = dryRun ? Infinity : Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    this.pool = new BufferPool(device, maxBuffer, dryRun);
     this.pool.onDestroy = () => {
       for (const k of this.#kernels.values()) k.bindGroups.clear();
     };
@@ -124,8 +138,8 @@ export class Runtime {
   }
 
   /** Builds a runtime on an existing device (tests share one per file). */
-  static fromGpu(gpu: Gpu): Runtime {
-    return new Runtime(gpu);
+  static fromGpu(gpu: Gpu, options: { dryRun?: boolean } = {}): Runtime {
+    return new Runtime(gpu, !!options.dryRun);
   }
 
   /** What the runtime has created so far: flat across training steps once the first has run. */
@@ -145,8 +159,14 @@ export class Runtime {
     const key = `${src}\u0000${spec.entry}\u0000${dtype}\u0000${JSON.stringify(spec.defines ?? {})}\u0000${JSON.stringify(spec.overrides ?? {})}`;
     const hit = this.#kernels.get(key);
     if (hit) return hit;
-    if (dtype === 'f16' && !this.f16) throw new GpuError(`${spec.entry}: f16 requested but this adapter has no shader-f16`);
+    if (dtype === 'f16' && !this.f16 && !this.dryRun) throw new GpuError(`${spec.entry}: f16 requested but this adapter has no shader-f16`);
+    if (spec.defines?.SUBGROUPS && !this.device.features.has('subgroups') && !this.dryRun) throw new GpuError(`${spec.entry}: subgroups requested but this adapter has no 'subgroups' feature`);
     const { code, reflection } = loadSource(spec.source, spec.defines ?? {}, dtype);
+    if (this.dryRun) {
+      const dry = new Kernel(`${spec.entry} (dry run)`, null as unknown as GPUComputePipeline, null as unknown as GPUBindGroupLayout, reflection, { ...(spec.overrides ?? {}) });
+      this.#kernels.set(key, dry);
+      return dry;
+    }
     const stem = typeof spec.source === 'string' ? spec.source.replace(/\.wgsl$/, '') : 'inline';
     const ov = Object.entries(spec.overrides ?? {}).map(([k, v]) => `${k}=${v}`);
     const defs = Object.entries(spec.defines ?? {}).filter(([, v]) => v !== false).map(([k]) => k);
@@ -252,6 +272,13 @@ export class Runtime {
     if (x === 0 || y === 0 || z === 0) return;
     if (x > MAX_GRID || y > MAX_GRID || z > MAX_GRID) {
       throw new RangeError(`${k.label}: grid (${x}, ${y}, ${z}) exceeds ${MAX_GRID} workgroups per dimension; use grid1d()`);
+    }
+    if (this.dryRun) {
+      const n = k.reflection.storage.length;
+      if (tensors.length !== n) throw new Error(`${k.label}: expected ${n} tensors, got ${tensors.length}`);
+      for (const t of tensors) if (t.released) throw new Error(`${k.label}: ${t.describe()} used after release`);
+      this.dispatches++;
+      return;
     }
     const bg = this.#bindGroup(k, tensors);
     const offset = this.#writeParams(k, params);
@@ -365,6 +392,7 @@ export class Runtime {
   /** Overwrites t with `data`. Submits pending work first, so earlier recorded reads see old values. */
   write(t: Tensor, data: ArrayLike<number> | Float32Array | Int32Array | Uint32Array | Uint16Array): void {
     if (data.length !== t.size) throw new RangeError(`write: ${data.length} values for ${t.describe()}`);
+    if (this.dryRun) return;
     this.flush();
     let view: ArrayBufferView;
     if (t.dtype === 'f16') view = data instanceof Uint16Array ? data : toF16Bits(data);
@@ -387,6 +415,7 @@ export class Runtime {
   async read(t: Tensor): Promise<Float32Array>;
   async read(t: Tensor, as: 'raw'): Promise<Float32Array | Int32Array | Uint32Array>;
   async read(t: Tensor, as?: 'raw'): Promise<Float32Array | Int32Array | Uint32Array> {
+    if (this.dryRun) throw new Error(`read ${t.describe()}: a dry-run runtime computes nothing to read back`);
     const byteOffset = t.offset * DTYPE_BYTES[t.dtype];
     const start = byteOffset & ~3;
     const bytes = Math.ceil((byteOffset + t.bytes) / 4) * 4 - start;

@@ -139,7 +139,8 @@ export interface LoadedSource {
 export function loadSource(source: string | { code: string }, defines: Defines, dtype: 'f32' | 'f16'): LoadedSource {
   const readInclude = (file: string) => readFileSync(KERNEL_DIR + file, 'utf8');
   const raw = typeof source === 'string' ? readInclude(source) : source.code;
-  const header = dtype === 'f16' ? 'enable f16;\nalias T = f16;\n' : 'alias T = f32;\n';
+  // SUBGROUPS (a define): kernels' subgroup variants; the runtime sets it only where the device has 'subgroups'
+  const header = (truthy(defines.SUBGROUPS) ? 'enable subgroups;\n' : '') + (dtype === 'f16' ? 'enable f16;\nalias T = f16;\n' : 'alias T = f32;\n');
   const body = preprocess(raw, { ...defines, [dtype.toUpperCase()]: true }, readInclude);
   const code = header + body;
   return { code, reflection: reflect(code) };

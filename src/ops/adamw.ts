@@ -1,5 +1,6 @@
 /**
- * @file Fused AdamW step (kernels/adamw.wgsl) and its plain-TS reference.
+ * @file Fused AdamW step (kernels/adamw.wgsl) and its plain-TS reference. train.ts composes its
+ * own AdamW from primitive ops; this one-dispatch version stays for speed (bench suite optimizer).
  *
  * One dispatch updates a parameter and its two moment buffers in place, exactly as the reference's
  * `adamw_step_fused`: decoupled weight decay first, then the moment lerps, then the bias-corrected

@@ -43,6 +43,8 @@ export const ATTENTION_MAX_HEAD_DIM = 128;
 const MAX_CPT = 8; // kernels' register arrays
 const MAX_BC_FWD = 32; // attention_fwd's per-thread probability array
 const DELTA_WG = 256;
+/** The subgroup variant's workgroup: one row of D ≤ 128 per 64 threads (AMD's widest subgroup). */
+const DELTA_SG_WG = 64;
 const LOG2E = Math.LOG2E;
 
 export interface AttentionDims {
@@ -169,8 +171,10 @@ export function attentionBwd(
     lse_off: lse.offset, delta_off: delta.offset, dq_off: dq.offset, dk_off: dk.offset, dv_off: dv.offset,
   };
   const src = 'attention_bwd.wgsl';
-  const deltaK = rt.kernel({ source: src, entry: 'attention_bwd_delta', defines: { DELTA: true }, overrides: { WG: DELTA_WG, DC: D / 4 }, dtype });
-  rt.dispatch1d(deltaK, [dy, y, delta], params, Math.ceil((B * T * H) / DELTA_WG));
+  // delta = rowsum(dy·y): one row per thread, or with subgroups one row per workgroup reduced on them
+  const sg = rt.subgroups;
+  const deltaK = rt.kernel({ source: src, entry: 'attention_bwd_delta', defines: { DELTA: true, SUBGROUPS: sg }, overrides: { WG: sg ? DELTA_SG_WG : DELTA_WG, DC: D / 4 }, dtype });
+  rt.dispatch1d(deltaK, [dy, y, delta], params, sg ? B * T * H : Math.ceil((B * T * H) / DELTA_WG));
   const dqK = rt.kernel({ source: src, entry: 'attention_bwd_dq', defines: { DQ: true }, overrides: dqOv, dtype });
   rt.dispatch(dqK, [q, k, v, dy, lse, delta, dq], params, Math.ceil(T / dqOv.BR), H, B);
   const dkvK = rt.kernel({ source: src, entry: 'attention_bwd_dkv', defines: { DKV: true }, overrides: dkvOv, dtype });

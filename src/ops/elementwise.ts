@@ -2,11 +2,11 @@
  * @file Wrappers for kernels/elementwise.wgsl and their plain-TS references.
  * Outputs are new pool tensors unless an `out` is given; in-place ops say so in their name.
  */
-import type { Runtime } from '../gpu/runtime.ts';
+import { f16Bits, fromF16Bits, type Runtime } from '../gpu/runtime.ts';
 import type { Tensor } from '../gpu/tensor.ts';
 
 const WG = 256;
-const spec = (entry: string, group: 'BINARY' | 'UNARY' | 'INPLACE', dtype: 'f32' | 'f16') =>
+const spec = (entry: string, group: 'BINARY' | 'UNARY' | 'INPLACE' | 'SCALAR' | 'SCALAR_INPLACE', dtype: 'f32' | 'f16') =>
   ({ source: 'elementwise.wgsl', entry, defines: { [group]: true }, overrides: { WG }, dtype }) as const;
 
 function floatDtype(t: Tensor): 'f32' | 'f16' {
@@ -42,11 +42,11 @@ export function mul(rt: Runtime, a: Tensor, b: Tensor, alpha = 1, out?: Tensor):
   return binary(rt, 'mul', a, b, alpha, 0, out);
 }
 
-/** y = alpha·s·a where s is a one-element tensor on the GPU (no readback). */
+/** y = alpha·s·a where s is a one-element f32 tensor on the GPU (no readback); a, y f32 or f16. */
 export function scaleByScalar(rt: Runtime, a: Tensor, s: Tensor, alpha = 1, out?: Tensor): Tensor {
-  if (s.size !== 1) throw new Error(`scaleByScalar: ${s.describe()} is not a scalar`);
+  if (s.size !== 1 || s.dtype !== 'f32') throw new Error(`scaleByScalar: ${s.describe()} is not an f32 scalar`);
   const y = out ?? rt.empty(a.shape, a.dtype);
-  const k = rt.kernel(spec('scale_by_scalar', 'BINARY', floatDtype(a)));
+  const k = rt.kernel(spec('scale_by_scalar', 'SCALAR', floatDtype(a)));
   rt.dispatch1d(k, [a, s, y], { n: a.size, a_off: a.offset, b_off: s.offset, y_off: y.offset, alpha, beta: 0 }, Math.ceil(a.size / WG));
   return y;
 }
@@ -73,11 +73,28 @@ export function axpyInPlace(rt: Runtime, y: Tensor, x: Tensor, alpha = 1): Tenso
   return y;
 }
 
-/** y ← alpha·s·y in place, where s is a one-element tensor on the GPU. */
+/** y ← alpha·s·y in place, where s is a one-element f32 tensor on the GPU; y f32 or f16. */
 export function scaleByScalarInPlace(rt: Runtime, y: Tensor, s: Tensor, alpha = 1): Tensor {
-  if (s.size !== 1) throw new Error(`scaleByScalarInPlace: ${s.describe()} is not a scalar`);
-  const k = rt.kernel(spec('scale_by_scalar_inplace', 'INPLACE', floatDtype(y)));
+  if (s.size !== 1 || s.dtype !== 'f32') throw new Error(`scaleByScalarInPlace: ${s.describe()} is not an f32 scalar`);
+  const k = rt.kernel(spec('scale_by_scalar_inplace', 'SCALAR_INPLACE', floatDtype(y)));
   rt.dispatch1d(k, [s, y], { n: y.size, a_off: s.offset, b_off: 0, y_off: y.offset, alpha, beta: 0 }, Math.ceil(y.size / WG));
+  return y;
+}
+
+/**
+ * y = alpha·a converted to `dtype` (f32 ↔ f16; a plain scaled copy when the dtypes match). The
+ * conversion rounds to nearest; f16 overflows to ±inf past 65504, which the mixed-precision callers
+ * keep away from (weights are small; gradients are cast f16 → f32, the safe direction).
+ */
+export function cast(rt: Runtime, a: Tensor, dtype: 'f32' | 'f16', alpha = 1, out?: Tensor): Tensor {
+  const from = floatDtype(a);
+  const y = out ?? rt.empty(a.shape, dtype);
+  sameSize(a, y, 'cast');
+  if (y.dtype !== dtype) throw new Error(`cast: out ${y.describe()} is not ${dtype}`);
+  if (from === dtype) return scale(rt, a, alpha, y);
+  // the kernel is compiled over T = f16 and reads or writes the f32 side explicitly
+  const k = rt.kernel({ source: 'elementwise.wgsl', entry: 'cast_dtype', defines: { CAST: true, TO_T: dtype === 'f16' }, overrides: { WG }, dtype: 'f16' });
+  rt.dispatch1d(k, [a, y], { n: a.size, a_off: a.offset, b_off: 0, y_off: y.offset, alpha, beta: 0 }, Math.ceil(a.size / WG));
   return y;
 }
 
@@ -106,6 +123,17 @@ export function scaleRef(a: Float32Array, alpha: number): Float32Array {
 
 export function axpyRef(y: Float32Array, x: Float32Array, alpha: number): Float32Array {
   return y.map((v, i) => v + alpha * x[i]);
+}
+
+/** alpha·a rounded to f16 when dtype is f16 (round to nearest even, as the GPU's conversion). */
+export function castRef(a: Float32Array, dtype: 'f32' | 'f16', alpha = 1): Float32Array {
+  const y = a.map((v) => alpha * v);
+  return dtype === 'f16' ? roundF16(y) : y;
+}
+
+/** Each value rounded to the nearest f16 (what storing it in an f16 tensor keeps). */
+export function roundF16(a: ArrayLike<number>): Float32Array {
+  return fromF16Bits(Uint16Array.from(a, (v) => f16Bits(v)));
 }
 
 export function lerpRef(y: Float32Array, x: Float32Array, w: number): Float32Array {

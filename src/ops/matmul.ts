@@ -8,6 +8,8 @@
  * `alpha`, `beta`: C = alpha·op(A)·op(B) + beta·C (beta ≠ 0 needs `out`: gradient accumulation).
  * `lda` overrides A's row stride (elements), for a column slice such as x[..., :32]; `ldc` is C's
  * row stride, for writing into a column slice of a wider `out`.
+ * dtypes: A and B share f32 or f16; C has their dtype, or f32 under f16 A and B (f32 accumulation
+ * always). `matmul` without `out` returns A's dtype.
  * `gemm` is BLAS-like: explicit M, N, K, row strides and batch strides (0 = broadcast) over flat
  * tensors, for what shapes cannot say (a column slice of B, a broadcast B).
  *
@@ -212,7 +214,9 @@ export function gemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: GemmArgs):
   if (batch > 1 && sc === 0) throw new Error(`${op}: batched C needs a batch stride`);
   const dtypes = [a.dtype, b.dtype, c.dtype];
   if (a.dtype !== 'f32' && a.dtype !== 'f16') throw new Error(`${op}: A ${a.describe()} is not a float tensor`);
-  if (b.dtype !== a.dtype || c.dtype !== a.dtype) throw new Error(`matmul: dtypes ${dtypes.join(', ')} differ`);
+  // C may be f32 under f16 operands (mixed precision: weight gradients into f32 master gradients)
+  const cF32 = a.dtype === 'f16' && c.dtype === 'f32';
+  if (b.dtype !== a.dtype || (c.dtype !== a.dtype && !cF32)) throw new Error(`matmul: dtypes ${dtypes.join(', ')} differ (C may be f32 under f16 A and B)`);
   checkExtent(op, a, g.transA ? K : M, g.transA ? M : K, g.lda, batch, sa, 'A');
   checkExtent(op, b, g.transB ? N : K, g.transB ? K : N, g.ldb, batch, sb, 'B');
   checkExtent(op, c, M, N, g.ldc, batch, sc, 'C');
@@ -225,7 +229,7 @@ export function gemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: GemmArgs):
     b_sk: g.transB ? 1 : g.ldb, b_sn: g.transB ? g.ldb : 1, b_sb: sb,
   };
   if (plan.impl === 'naive') {
-    const k = rt.kernel({ source: 'matmul.wgsl', entry: 'matmul_naive', dtype });
+    const k = rt.kernel({ source: 'matmul.wgsl', entry: 'matmul_naive', dtype, defines: { C_F32: cF32 } });
     if (Math.ceil(N / NAIVE_WG) > MAX_GRID || batch > MAX_GRID) throw new Error(`${op}: too large for the naive kernel's grid`);
     forRowChunks(M, NAIVE_WG, (m0, rows) =>
       rt.dispatch(k, [a, b, c], {
@@ -244,7 +248,7 @@ export function gemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: GemmArgs):
     source: 'matmul.wgsl',
     entry: 'matmul_tiled',
     dtype,
-    defines: { BLOCK_8X8: cfg.block8x8, A_T: !!g.transA, B_T: !!g.transB, SPLIT_K: split },
+    defines: { BLOCK_8X8: cfg.block8x8, A_T: !!g.transA, B_T: !!g.transB, SPLIT_K: split, C_F32: cF32 && !split },
     overrides: { TILE_M: cfg.TILE_M, TILE_N: cfg.TILE_N, TILE_K: cfg.TILE_K },
   });
   const gridX = Math.ceil(N / cfg.TILE_N);
@@ -263,7 +267,7 @@ export function gemm(rt: Runtime, a: Tensor, b: Tensor, c: Tensor, g: GemmArgs):
     }, gridX, Math.ceil(rows / cfg.TILE_M), batch * plan.splits),
   );
   if (partial) {
-    const r = rt.kernel({ source: 'matmul.wgsl', entry: 'matmul_split_reduce', dtype, defines: { SPLIT_REDUCE: true }, overrides: { WG: REDUCE_WG } });
+    const r = rt.kernel({ source: 'matmul.wgsl', entry: 'matmul_split_reduce', dtype, defines: { SPLIT_REDUCE: true, C_F32: cF32 }, overrides: { WG: REDUCE_WG } });
     const [x, y] = grid1d(Math.ceil(total / REDUCE_WG));
     rt.dispatch(r, [partial, c], { total, M, N, splits: plan.splits, c_off: c.offset, c_sm: g.ldc, c_sb: sc, alpha, beta }, x, y);
     rt.release(partial); // later users of this pooled buffer run after the reduce, in queue order

@@ -1,5 +1,7 @@
 /**
- * @file Muon (kernels/muon.wgsl + batched matmuls) and its plain-TS references.
+ * @file Fused Muon (kernels/muon.wgsl + batched matmuls) and its plain-TS references. train.ts
+ * composes its own Muon from primitive ops (so the agent can change it); this fused version stays
+ * for speed, and `npm run bench -- --suite optimizer` times the two side by side.
  *
  * Muon updates a group of G same-shape matrices at once, stacked as one tensor [G, R, C], exactly
  * as the reference's `muon_step_fused`:

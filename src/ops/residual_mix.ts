@@ -5,6 +5,7 @@
  *
  * The backward returns full-size [n_layer] gradients for both vectors (zero except at index i):
  * n_layer is tiny, and the tape then sums the contributions of every layer with no bookkeeping.
+ * x, x0 (and dy) may be f16 or f32; lambdas, mus and their gradients are always f32.
  */
 import type { Runtime } from '../gpu/runtime.ts';
 import type { Tensor } from '../gpu/tensor.ts';
@@ -25,9 +26,10 @@ function floatDtype(t: Tensor, op: string): 'f32' | 'f16' {
 
 function check(op: string, x: Tensor, x0: Tensor, lambdas: Tensor, mus: Tensor, i: number, dy?: Tensor): void {
   const dtype = floatDtype(x, op);
-  for (const t of [x0, lambdas, mus, ...(dy ? [dy] : [])]) {
+  for (const t of [x0, ...(dy ? [dy] : [])]) {
     if (t.dtype !== dtype) throw new Error(`${op}: ${t.describe()} does not match ${x.describe()}`);
   }
+  for (const t of [lambdas, mus]) if (t.dtype !== 'f32') throw new Error(`${op}: ${t.describe()} must be f32 (the scalars stay f32 when x is f16)`);
   if (x0.size !== x.size) throw new Error(`${op}: x ${x.describe()} and x0 ${x0.describe()} differ in size`);
   if (dy && dy.size !== x.size) throw new Error(`${op}: dy ${dy.describe()} does not match x ${x.describe()}`);
   if (lambdas.ndim !== 1 || mus.ndim !== 1 || lambdas.size !== mus.size) {
@@ -64,8 +66,8 @@ export function residualMixBwd(rt: Runtime, dy: Tensor, x: Tensor, x0: Tensor, l
   const parts = Math.max(1, Math.min(MAX_PARTS, Math.ceil(n / (WG * ELEMS_PER_THREAD))));
   const dx = rt.empty(x.shape, dtype);
   const dx0 = rt.empty(x0.shape, dtype);
-  const dLambdas = rt.empty(lambdas.shape, dtype);
-  const dMus = rt.empty(mus.shape, dtype);
+  const dLambdas = rt.empty(lambdas.shape, 'f32');
+  const dMus = rt.empty(mus.shape, 'f32');
   const partials = rt.empty([parts, 2], 'f32');
   const p = params(x, x0, dy, dx, lambdas, mus, i, parts);
   rt.dispatch1d(kernel(rt, 'residual_mix_bwd', 'BWD', dtype), [dy, x, x0, lambdas, mus, dx, dx0, partials], p, parts);

@@ -29,20 +29,29 @@ function check(op: string, x: Tensor): { rows: number; cols: number; dtype: 'f32
   return { rows: x.size / cols, cols, dtype: x.dtype };
 }
 
-function spec(entry: 'rms_norm_fwd' | 'rms_norm_bwd', cols: number, dtype: 'f32' | 'f16') {
-  const ROW_THREADS = rmsNormRowThreads(cols);
-  return { source: 'rms_norm.wgsl', entry, defines: { [entry === 'rms_norm_fwd' ? 'FWD' : 'BWD']: true }, overrides: { WG, ROW_THREADS }, dtype };
+/** Smallest workgroup of the subgroup variant: at least one subgroup of 64 (AMD's widest). */
+const SUBGROUP_MIN_WG = 64;
+
+/**
+ * With subgroups, one row per workgroup of ROW_THREADS threads (at least SUBGROUP_MIN_WG) reduced
+ * on subgroups; else WG / ROW_THREADS rows per workgroup, reduced with a tree in workgroup memory.
+ */
+function spec(rt: Runtime, entry: 'rms_norm_fwd' | 'rms_norm_bwd', cols: number, dtype: 'f32' | 'f16') {
+  const subgroups = rt.subgroups;
+  const ROW_THREADS = subgroups ? Math.max(SUBGROUP_MIN_WG, rmsNormRowThreads(cols)) : rmsNormRowThreads(cols);
+  const wg = subgroups ? ROW_THREADS : WG;
+  return { source: 'rms_norm.wgsl', entry, defines: { [entry === 'rms_norm_fwd' ? 'FWD' : 'BWD']: true, SUBGROUPS: subgroups }, overrides: { WG: wg, ROW_THREADS }, dtype };
 }
 
 /** y = x · rsqrt(mean(x², last dim) + eps); also returns rstd (f32, one per row) for the backward. */
 export function rmsNormFwd(rt: Runtime, x: Tensor): { y: Tensor; rstd: Tensor } {
   const { rows, cols, dtype } = check('rmsNorm', x);
-  const s = spec('rms_norm_fwd', cols, dtype);
+  const s = spec(rt, 'rms_norm_fwd', cols, dtype);
   const y = rt.empty(x.shape, dtype);
   const rstd = rt.empty([rows], 'f32');
   const k = rt.kernel(s);
   const params = { rows, cols, x_off: x.offset, dy_off: 0, y_off: y.offset, rstd_off: rstd.offset };
-  rt.dispatch1d(k, [x, y, rstd], params, Math.ceil(rows / (WG / s.overrides.ROW_THREADS)));
+  rt.dispatch1d(k, [x, y, rstd], params, Math.ceil(rows / (s.overrides.WG / s.overrides.ROW_THREADS)));
   return { y, rstd };
 }
 
@@ -51,11 +60,11 @@ export function rmsNormBwd(rt: Runtime, dy: Tensor, x: Tensor, rstd: Tensor): Te
   const { rows, cols, dtype } = check('rmsNormBwd', x);
   if (dy.size !== x.size || dy.dtype !== dtype) throw new Error(`rmsNormBwd: dy ${dy.describe()} does not match x ${x.describe()}`);
   if (rstd.size !== rows || rstd.dtype !== 'f32') throw new Error(`rmsNormBwd: rstd ${rstd.describe()} must be f32[${rows}] for x ${x.describe()}`);
-  const s = spec('rms_norm_bwd', cols, dtype);
+  const s = spec(rt, 'rms_norm_bwd', cols, dtype);
   const dx = rt.empty(x.shape, dtype);
   const k = rt.kernel(s);
   const params = { rows, cols, x_off: x.offset, dy_off: dy.offset, y_off: dx.offset, rstd_off: rstd.offset };
-  rt.dispatch1d(k, [x, dy, rstd, dx], params, Math.ceil(rows / (WG / s.overrides.ROW_THREADS)));
+  rt.dispatch1d(k, [x, dy, rstd, dx], params, Math.ceil(rows / (s.overrides.WG / s.overrides.ROW_THREADS)));
   return dx;
 }
 

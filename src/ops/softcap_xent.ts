@@ -15,7 +15,9 @@ const WG = 256;
 type Variant = 'COUNT' | 'XENT' | 'XENT_GRAD' | 'SOFTCAP';
 
 function kernel(rt: Runtime, entry: string, variant: Variant, dtype: 'f32' | 'f16') {
-  const defines = variant === 'XENT_GRAD' ? { XENT: true, GRAD: true } : { [variant]: true };
+  // the row reductions (max, sum of exponentials) run on subgroups where the device has them
+  const subgroups = rt.subgroups && variant.startsWith('XENT');
+  const defines = variant === 'XENT_GRAD' ? { XENT: true, GRAD: true, SUBGROUPS: subgroups } : { [variant]: true, SUBGROUPS: subgroups };
   return rt.kernel({ source: 'softcap_xent.wgsl', entry, defines, overrides: { WG }, dtype });
 }
 
@@ -85,6 +87,14 @@ export function softcapXentFwd(rt: Runtime, logits: Tensor, targets: Tensor, o: 
     rt.dispatch1d(kernel(rt, 'softcap_xent_fwd', 'XENT', logits.dtype), [targets, logits, loss], p, rows);
   }
   return loss;
+}
+
+/**
+ * Cross-entropy without a cap (F.cross_entropy(logits, targets, ignore_index=-1, reduction='none')):
+ * per-token losses f32 [rows]; with `grad`, the logits are overwritten in place by d(mean loss)/dlogits.
+ */
+export function crossEntropy(rt: Runtime, logits: Tensor, targets: Tensor, o: Omit<SoftcapXentOptions, 'softcap'> = {}): Tensor {
+  return softcapXentFwd(rt, logits, targets, { ...o, softcap: 0 });
 }
 
 /** z ← s·tanh(z/s) in place (s = 0: unchanged); returns z. */

@@ -1,9 +1,11 @@
 /**
  * @file The research driver's side of the conversation with Claude, through `@anthropic-ai/sdk`.
  * Each experiment is one conversation: a system prompt that stays the same all run (program.md,
- * the driver's protocol, the README, the baseline's run.log, prepare.ts; prompt-cached), a first message with the current
- * train.ts, the results so far, recent diffs (discarded ones included) and the best val_bpb, then
- * a `propose_experiment` tool call from the model. A bad call (no call, two calls, a malformed
+ * the driver's protocol, the README, the baseline's run.log, and the API reference that
+ * api_reference.ts generates from the source: src/ signatures, the parts of prepare.ts train.ts
+ * uses, the kernel conventions; prompt-cached), a first message with the current train.ts, the
+ * results so far, recent diffs (discarded ones included) and the best val_bpb, then a
+ * `propose_experiment` tool call from the model. A bad call (no call, two calls, a malformed
  * input, an edit that does not apply, a guard rejection) is answered with the reason in a
  * tool_result and the model tries again; a crash is answered with the log tail for a repair.
  *
@@ -59,7 +61,10 @@ export interface ExperimentContext {
   /** Stable for the whole run (system prompt, cached). */
   programMd: string;
   readme: string;
-  prepareTs: string;
+  /** What train.ts can use: src/ signatures, prepare.ts's parts, kernel conventions (api_reference.ts). */
+  apiReference?: string;
+  /** The whole of prepare.ts (older drivers; apiReference replaces it). */
+  prepareTs?: string;
   /** The baseline's run.log (hardware, model size, summary), or '' if there is none. */
   baselineLog?: string;
   /** Changes when an experiment is kept. */
@@ -77,7 +82,7 @@ Each turn, call the tool \`${TOOL_NAME}\` exactly once, with:
 - \`description\`: one short line saying what the experiment tries (it becomes the results.tsv description).
 - \`edits\`: a list of { old_string, new_string } replacements in train.ts. Each old_string must occur exactly once in the current train.ts, copied verbatim (whitespace included) with enough context to be unique; edits must not overlap.
 
-Before any GPU time the driver rejects a proposal that does not apply, does not type-check, imports anything but './prepare.ts', './src/…' (not src/research) or 'webgpu', or uses eval, Function, dynamic import, require, fs, process.env, child processes or the network. A rejection comes back as a tool_result with the reason; fix it and call the tool again (rejections are limited). If the run crashes you get the end of run.log and may propose a fix to the crashed train.ts through the same tool; if the idea itself is broken, propose the smallest change that makes it run, or a different idea.
+Before any GPU time the driver rejects a proposal that does not apply, does not type-check, imports anything but './prepare.ts', './src/…' (not src/research) or 'webgpu', renames or removes an export the harness uses (src/train_contract.ts) or breaks its signature, or uses eval, Function, dynamic import, require, fs, process.env, child processes or the network. A rejection comes back as a tool_result with the reason; fix it and call the tool again (rejections are limited). If the run crashes you get the end of run.log and may propose a fix to the crashed train.ts through the same tool; if the idea itself is broken, propose the smallest change that makes it run, or a different idea.
 
 One experiment per proposal: a single idea you can name in a line, so that keeping or discarding it teaches something. Read the results and the recent diffs (discarded ones included) so you don't repeat what already failed.
 
@@ -235,7 +240,11 @@ export class Conversation {
       { type: 'text', text: DRIVER_PROTOCOL },
       { type: 'text', text: `# README.md\n\n${ctx.readme}` },
       ...(ctx.baselineLog ? [{ type: 'text' as const, text: `# The baseline run: run.log of the unmodified train.ts on this machine\n\n\`\`\`\n${ctx.baselineLog}\n\`\`\`` }] : []),
-      { type: 'text', text: `# prepare.ts (fixed, read-only: for reference only)\n\n\`\`\`ts\n${ctx.prepareTs}\n\`\`\``, cache_control: { type: 'ephemeral' } },
+      {
+        type: 'text',
+        text: ctx.apiReference ?? `# prepare.ts (fixed, read-only: for reference only)\n\n\`\`\`ts\n${ctx.prepareTs ?? ''}\n\`\`\``,
+        cache_control: { type: 'ephemeral' },
+      },
     ];
     this.#messages = [{
       role: 'user',

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join, posix, relative, resolve } from 'node:path';
 import { Node, Project, SyntaxKind, ts, type SourceFile } from 'ts-morph';
+import { contractProblems } from './contract.ts';
 
 /** Files and folders (relative to the repo root) that must stay byte-identical during research. */
 export const PROTECTED_PATHS = ['prepare.ts', 'program.md', 'src', 'kernels', 'package.json', 'package-lock.json', 'tsconfig.json'] as const;
@@ -57,6 +58,8 @@ export const IMPORT_RULE = "train.ts may import only './prepare.ts', modules und
 export function importAllowed(specifier: string): boolean {
   if (specifier === 'webgpu' || specifier === './prepare.ts') return true;
   if (!specifier.startsWith('./src/')) return false;
+  // module specifiers are URLs: '%2e%2e' is '..', and '?', '#' or '\\' change what they name
+  if (/[%?#\\]/.test(specifier) || !specifier.endsWith('.ts')) return false;
   const normalized = posix.normalize(specifier);
   if (!normalized.startsWith('src/') || normalized.includes('..')) return false;
   return !normalized.startsWith('src/research/') && normalized !== 'src/research';
@@ -129,6 +132,8 @@ export class TrainGuard {
       problems.push(`${where}: TS${d.getCode()}: ${message}`);
     }
     if (errors.length > this.#maxTypeErrors) problems.push(`… and ${errors.length - this.#maxTypeErrors} more type errors`);
+    // the exports the harness imports (src/train_contract.ts); checked on a train.ts that compiles
+    if (!errors.length) problems.push(...contractProblems(sf, this.file, this.repoDir, this.#typeCheck, this.#maxTypeErrors));
     return { ok: problems.length === 0, problems };
   }
 }
@@ -158,6 +163,12 @@ function policyProblems(sf: SourceFile, file: string, project: Project): string[
 
   if (sf.getPathReferenceDirectives().length || sf.getTypeReferenceDirectives().length || sf.getLibReferenceDirectives().length) {
     problems.push(`${file}:1: triple-slash reference directives are not allowed`);
+  }
+
+  const suppression = /@ts-(?:ignore|nocheck|expect-error)/.exec(sf.getFullText());
+  if (suppression) {
+    const line = sf.getFullText().slice(0, suppression.index).split('\n').length;
+    problems.push(`${file}:${line}: '${suppression[0]}' is not allowed: type errors must be fixed, not silenced`);
   }
 
   for (const decl of sf.getImportDeclarations()) {
@@ -222,11 +233,35 @@ function policyProblems(sf: SourceFile, file: string, project: Project): string[
         if (arg) {
           const type = checker.getTypeAtLocation(arg);
           const flags = type.getFlags();
-          const stringish = (f: number) => (f & (ts.TypeFlags.String | ts.TypeFlags.Any | ts.TypeFlags.Unknown | ts.TypeFlags.TemplateLiteral | ts.TypeFlags.ESSymbol)) !== 0;
+          const stringish = (f: number) => (f & (ts.TypeFlags.String | ts.TypeFlags.Any | ts.TypeFlags.Unknown | ts.TypeFlags.Never | ts.TypeFlags.TemplateLiteral | ts.TypeFlags.ESSymbol)) !== 0;
           const parts = type.isUnion() ? type.getUnionTypes() : [type];
           const unsafe = parts.some((t) => stringish(t.getFlags())) ||
             parts.some((t) => t.isStringLiteral() && (BANNED_PROPERTIES.has(String(t.getLiteralValue())) || t.getLiteralValue() === 'env'));
           if (unsafe || stringish(flags)) at(node, `computed property access with a non-literal string key (${ea.getText().slice(0, 60)}) is not allowed; use a literal key, a number index or a Map`);
+        }
+        break;
+      }
+      case SyntaxKind.BindingElement: {
+        // `const { constructor: F } = x`: destructuring reaches the same properties as `x.constructor`
+        const be = node.asKindOrThrow(SyntaxKind.BindingElement);
+        const prop = be.getPropertyNameNode();
+        const key = prop ? (Node.isIdentifier(prop) ? prop.getText() : stringValue(prop) ?? (Node.isComputedPropertyName(prop) ? null : prop.getText())) : be.getNameNode().getText();
+        if (prop && Node.isComputedPropertyName(prop) && stringValue(prop.getExpression()) === null) at(node, 'a computed key in a destructuring pattern is not allowed; use a literal key');
+        else if (key !== null && (BANNED_PROPERTIES.has(key) || key === 'env')) at(node, `destructuring '${key}' is not allowed (it reaches constructors, prototypes or native bindings)`);
+        break;
+      }
+      case SyntaxKind.AsExpression:
+      case SyntaxKind.TypeAssertionExpression: {
+        // `k as unknown as number` turns any string into an "index": casts through any/unknown are out
+        const expr = node.getChildAtIndex(node.getKind() === SyntaxKind.AsExpression ? 0 : 3) ?? node;
+        const target = (node as unknown as { getTypeNode(): Node | undefined }).getTypeNode?.();
+        const targetText = target?.getText() ?? '';
+        const from = checker.getTypeAtLocation(expr).getFlags();
+        const to = checker.getTypeAtLocation(node);
+        const toParts = to.isUnion() ? to.getUnionTypes() : [to];
+        const numberish = toParts.some((t) => (t.getFlags() & (ts.TypeFlags.NumberLike | ts.TypeFlags.BigIntLike)) !== 0);
+        if (targetText === 'any' || targetText === 'unknown' || targetText === 'never' || ((from & (ts.TypeFlags.Any | ts.TypeFlags.Unknown)) !== 0 && numberish)) {
+          at(node, `a type assertion through any/unknown (${node.getText().slice(0, 60)}) is not allowed: it hides what a value is from the guard`);
         }
         break;
       }

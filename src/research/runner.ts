@@ -9,6 +9,7 @@
  * whole group comes at the deadline; an AbortSignal abandons the run the same way.
  */
 import { spawn } from 'node:child_process';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, statSync } from 'node:fs';
 
 export const RESULT_FD = 3;
@@ -27,6 +28,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called once the job has started, with its process-group id. */
   onStart?: (pgid: number) => void;
+  /** Run this argv directly (no shell) instead of `command` (the sandbox). */
+  argv?: string[];
+  /** Bytes written to a pipe on descriptor 4 (the harness's setup), then closed. */
+  setupData?: Buffer;
+  /** Only result lines signed with this key (HMAC-SHA256, the harness's) count. */
+  resultKey?: string;
 }
 
 export interface RunResult {
@@ -40,11 +47,45 @@ export interface RunResult {
   timedOut: boolean;
   aborted: boolean;
   durationS: number;
+  /** Training time by the harness's clock (signed results only). */
+  harnessTrainingS?: number | null;
 }
 
 export interface HarnessResult {
   val_bpb: number;
   peak_vram_mb: number;
+  training_seconds?: number;
+}
+
+export const SETUP_FD = 4;
+
+/**
+ * Parse a signed result channel: one line `<hex HMAC-SHA256 of payload> <payload>`, the payload
+ * {"val_bpb", "peak_vram_mb", "training_seconds", …} or {"error"} (the harness ended the run).
+ * Unsigned or wrongly signed lines (train.ts writing to the descriptor) are not results.
+ */
+export function parseSignedChannel(text: string, key: string): { ok: true; result: HarnessResult } | { ok: false; error: string } {
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.length === 0) return { ok: false, error: 'no result on the result channel: the run did not reach evaluate_bpb' };
+  if (lines.length > 1) return { ok: false, error: `the result channel carried ${lines.length} lines; exactly one signed line is expected (something besides the harness wrote to it)` };
+  const space = lines[0].indexOf(' ');
+  const mac = space > 0 ? lines[0].slice(0, space) : '';
+  const payload = space > 0 ? lines[0].slice(space + 1) : lines[0];
+  const want = createHmac('sha256', key).update(payload).digest('hex');
+  if (mac.length !== want.length || !timingSafeEqual(Buffer.from(mac), Buffer.from(want))) {
+    return { ok: false, error: `the result line is not signed by the harness: ${lines[0].slice(0, 120)}` };
+  }
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(payload) as Record<string, unknown>;
+  } catch {
+    return { ok: false, error: `the harness's result is not JSON: ${payload.slice(0, 120)}` };
+  }
+  if (typeof parsed.error === 'string') return { ok: false, error: `the harness stopped the run: ${parsed.error}` };
+  const r = parseResultChannel(JSON.stringify({ val_bpb: parsed.val_bpb, peak_vram_mb: parsed.peak_vram_mb }));
+  if (!r.ok) return r;
+  const ts = parsed.training_seconds;
+  return { ok: true, result: { ...r.result, training_seconds: typeof ts === 'number' && Number.isFinite(ts) ? ts : undefined } };
 }
 
 /** Parse what arrived on descriptor 3: exactly one JSON line with finite val_bpb and peak_vram_mb. */
@@ -80,15 +121,23 @@ const KILL_GRACE_MS = 3000;
 export function runTraining(opts: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const logFd = openSync(opts.logPath, 'w');
-  const env = { ...(opts.env ?? process.env), AUTORESEARCH_RESULT_FD: String(RESULT_FD) };
-  const child = spawn(opts.command, {
+  const env: NodeJS.ProcessEnv = { ...(opts.env ?? process.env), AUTORESEARCH_RESULT_FD: String(RESULT_FD) };
+  if (opts.setupData) env.AUTORESEARCH_HARNESS_FD = String(SETUP_FD);
+  const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', logFd, logFd, 'pipe'];
+  if (opts.setupData) stdio.push('pipe');
+  const spawnOpts = {
     cwd: opts.repoDir,
-    shell: true,
     detached: true, // its own process group: a kill reaches npx, tsx and node alike
-    stdio: ['ignore', logFd, logFd, 'pipe'],
+    stdio,
     env,
-  });
+  };
+  const child = opts.argv ? spawn(opts.argv[0], opts.argv.slice(1), spawnOpts) : spawn(opts.command, { ...spawnOpts, shell: true });
   closeSync(logFd); // the child holds its own copy
+  if (opts.setupData) {
+    const setupStream = child.stdio[SETUP_FD] as NodeJS.WritableStream | null;
+    setupStream?.on('error', () => {}); // a child that died early closed it
+    setupStream?.end(opts.setupData);
+  }
 
   return new Promise((resolvePromise) => {
     let channel = '';
@@ -159,13 +208,24 @@ export function runTraining(opts: RunOptions): Promise<RunResult> {
       else if (aborted) error = 'abandoned (interrupted)';
       else if (exitCode !== 0) error = exitSignal ? `the train command was killed by ${exitSignal}` : `the train command exited with code ${exitCode}`;
       else {
-        const r = parseResultChannel(channel);
+        const r = opts.resultKey ? parseSignedChannel(channel, opts.resultKey) : parseResultChannel(channel);
         if (r.ok) parsed = r.result;
         else error = r.error;
       }
+      if (!parsed && opts.resultKey && exitCode !== 0 && !timedOut && !aborted && !spawnError) {
+        // the harness's own reason (a signed failure line) says more than the exit code
+        const r = parseSignedChannel(channel, opts.resultKey);
+        if (!r.ok && r.error.startsWith('the harness stopped the run')) error = r.error;
+      }
+      if (!parsed && opts.resultKey && error && !/harness stopped/.test(error)) {
+        // the harness says why on stderr when it could not sign a failure line (it had already scored)
+        const m = /^harness: (.*)$/m.exec(logTail(opts.logPath, 40));
+        if (m) error = `the harness stopped the run: ${m[1]}`;
+      }
+      const harnessTrainingS = parsed?.training_seconds ?? null;
       resolvePromise(parsed
-        ? { ok: true, valBpb: parsed.val_bpb, peakVramMb: parsed.peak_vram_mb, error: null, ...base }
-        : { ok: false, valBpb: null, peakVramMb: null, error, ...base });
+        ? { ok: true, valBpb: parsed.val_bpb, peakVramMb: parsed.peak_vram_mb, error: null, ...base, harnessTrainingS }
+        : { ok: false, valBpb: null, peakVramMb: null, error, ...base, harnessTrainingS });
     }
   });
 }

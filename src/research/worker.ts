@@ -14,9 +14,8 @@ import { parseArgs } from 'node:util';
 import { Worker, type Job } from 'bullmq';
 import { isMain } from '../util/main.ts';
 import { checkRedis, DEFAULT_QUEUE_NAME, parseQueueUrl } from './executors.ts';
-import { DEFAULT_TRAIN_COMMAND } from './experiment.ts';
 import { guardFor } from './guard_cache.ts';
-import { killSlotOrphan, runInWorkspace, syncWorkspace, type RunOutcome, type RunRequest } from './workspace.ts';
+import { DEFAULT_TRAIN_COMMAND, killSlotOrphan, runInWorkspace, syncWorkspace, type RunOutcome, type RunRequest } from './workspace.ts';
 
 export const WORKER_USAGE = `Usage: npm run worker -- --queue redis://HOST:PORT [options]
 

@@ -11,6 +11,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, write
 import { join, resolve } from 'node:path';
 import { compareHashes, hashProtected, PROTECTED_PATHS } from './guard.ts';
 import { runExperiment } from './experiment.ts';
+import { guardFor } from './guard_cache.ts';
 import { killOrphan, latestProgress, logTail } from './runner.ts';
 
 export type RunKind = 'baseline' | 'first' | 'repair' | 'rerun' | 'confirm';
@@ -65,6 +66,9 @@ export interface SlotOptions {
 
 const PGID_FILE = 'training.pgid';
 
+/** The train command a run uses when none is given (runExperiment's own, sandboxed path). */
+export const DEFAULT_TRAIN_COMMAND = 'node --import tsx train.ts';
+
 /** Copy the checkout's fixed files into `workDir` if they differ; link node_modules. */
 export function syncWorkspace(sourceDir: string, workDir: string): void {
   mkdirSync(workDir, { recursive: true });
@@ -103,12 +107,18 @@ export async function runInWorkspace(req: RunRequest, slot: SlotOptions, signal?
   const logPath = join(slot.workDir, 'run.log');
   const timer = onProgress ? setInterval(() => onProgress(latestProgress(logPath)), 1000) : null;
   try {
-    const r = await runExperiment({
-      repoDir: slot.workDir, trainSource: req.trainSource, logPath, trainCommand: slot.trainCommand,
+    const before = hashProtected(slot.workDir);
+    const res = await runExperiment({
+      repoDir: slot.workDir, trainSource: req.trainSource, logPath, guard: guardFor(slot.workDir),
+      // a command other than the default is a stand-in trainer, run as given
+      trainCommand: slot.trainCommand === DEFAULT_TRAIN_COMMAND ? undefined : slot.trainCommand,
       timeBudgetS: req.timeBudgetS, startupAllowanceS: req.startupAllowanceS, expectedHashes: req.expectedHashes,
       env: trainingEnv(req, slot.gpu), signal, onStart: (pgid) => writeFileSync(join(slot.workDir, PGID_FILE), String(pgid)),
     });
     rmSync(join(slot.workDir, PGID_FILE), { force: true });
+    // a run that changed what it must not (prepare.ts, src/, …) in its workspace gets no result
+    const changed = res.rejected ? [] : compareHashes(before, hashProtected(slot.workDir));
+    const r = changed.length ? { ...res, ok: false, valBpb: null, peakVramMb: null, error: `the run changed protected files (${changed.join(', ')}); its result is not trusted` } : res;
     return {
       runId: req.runId, worker: slot.worker, ok: r.ok, valBpb: r.valBpb, peakVramMb: r.peakVramMb, error: r.error, rejected: r.rejected,
       timedOut: r.timedOut, aborted: r.aborted, durationS: Number(r.durationS.toFixed(2)), trainingSeconds: r.trainingSeconds, seed: req.seed,

@@ -3,9 +3,10 @@
  * for representable values, round-to-nearest-even otherwise, subnormals, overflow, inf and NaN.
  * Pure CPU: it runs even where no adapter has shader-f16.
  */
-import { describe, expect, it } from 'vitest';
-import { f16Bits, fromF16Bits } from '../../src/gpu/runtime.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { f16Bits, fromF16Bits, type Runtime } from '../../src/gpu/runtime.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { requireFeature } from '../setup.ts';
 
 const roundTrip = (v: number) => fromF16Bits(Uint16Array.of(f16Bits(v)))[0];
 
@@ -43,5 +44,21 @@ describe('f16 conversion', () => {
       const e = Math.floor(Math.log2(Math.max(Math.abs(v), 2 ** -14)));
       expect(Math.abs(r - v)).toBeLessThanOrEqual(2 ** (e - 11) * 1.0000001);
     }
+  });
+});
+
+describe('requireFeature (tests that need an adapter feature)', () => {
+  const fake = (features: string[]) => ({ device: { features: new Set(features) }, gpu: { info: { name: 'fake adapter' } } }) as unknown as Runtime;
+  afterEach(() => vi.unstubAllEnvs());
+
+  it('says whether the adapter has the feature, and throws where AUTORESEARCH_REQUIRE_FEATURES lists a missing one', () => {
+    vi.stubEnv('AUTORESEARCH_REQUIRE_FEATURES', ''); // (CI's lavapipe run sets it for the whole suite)
+    expect(requireFeature(fake(['shader-f16']), 'shader-f16')).toBe(true);
+    expect(requireFeature(fake([]), 'shader-f16')).toBe(false);
+    expect(requireFeature(null, 'subgroups')).toBe(false);
+    vi.stubEnv('AUTORESEARCH_REQUIRE_FEATURES', 'shader-f16,subgroups');
+    expect(() => requireFeature(fake(['shader-f16']), 'subgroups')).toThrow(/AUTORESEARCH_REQUIRE_FEATURES includes subgroups, but the adapter \(fake adapter\) lacks it/);
+    expect(requireFeature(fake(['shader-f16']), 'shader-f16')).toBe(true);
+    expect(requireFeature(fake([]), 'timestamp-query')).toBe(false); // not required: skips quietly
   });
 });

@@ -91,7 +91,7 @@ describe('adapter fallback', () => {
   });
 
   it.skipIf(!rt || !rt.gpu.info.software)('with the native backend unavailable, falls back to a software adapter', async () => {
-    const gpu = await acquireGpu({ disable: ['vulkan', 'metal', 'd3d12'] });
+    const gpu = await acquireGpu({ choice: 'auto', disable: ['vulkan', 'metal', 'd3d12'] }); // (whatever AUTORESEARCH_GPU picked for the suite)
     expect(gpu.info.software).toBe(true);
     expect(['opengles', 'swiftshader']).toContain(gpu.info.backend);
     gpu.device.destroy();

@@ -8,7 +8,7 @@ import { ApiAbortedError, DRIVER_PROTOCOL, FatalApiError, ResearchAgent, type Ex
 import { priceFor } from '../../src/research/pricing.ts';
 import { apiError, DEFAULT_USAGE, FakeMessagesApi, lastUserText, proposal, rawToolCall, TEST_MODEL, textReply } from './helpers.ts';
 
-const CTX: ExperimentContext = { programMd: '# program', readme: '# readme', prepareTs: 'export const TIME_BUDGET = 300;', trainTs: 'const DEPTH = 8;\n', state: '# state' };
+const CTX: ExperimentContext = { programMd: '# program', readme: '# readme', apiReference: '# What train.ts can use\nexport const TIME_BUDGET = 300;', trainTs: 'const DEPTH = 8;\n', state: '# state' };
 
 let api: FakeMessagesApi;
 let log: string[];
@@ -36,7 +36,7 @@ describe('Conversation', () => {
     const turn = await conv.next();
     expect(turn).toEqual({ kind: 'proposal', proposal: { description: 'deeper', edits: [{ old_string: 'const DEPTH = 8;', new_string: 'const DEPTH = 10;' }] } });
     const body = api.messageBodies[0];
-    expect(body.system.map((b: { text: string }) => b.text.split('\n')[0])).toEqual(['# program', DRIVER_PROTOCOL.split('\n')[0], '# README.md', '# prepare.ts (fixed, read-only: for reference only)']);
+    expect(body.system.map((b: { text: string }) => b.text.split('\n')[0])).toEqual(['# program', DRIVER_PROTOCOL.split('\n')[0], '# README.md', '# What train.ts can use']);
     expect(body.system.map((b: { cache_control?: unknown }) => Boolean(b.cache_control))).toEqual([false, false, false, true]);
     expect(body.messages[0].content[0].cache_control).toEqual({ type: 'ephemeral' }); // train.ts
     expect(body.messages[0].content[1].text).toContain('# state');

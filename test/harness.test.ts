@@ -1,0 +1,40 @@
+/**
+ * The harness around train.ts: a software adapter trains SOFTWARE_SIZES whatever train.ts asks
+ * for, a test's sizes win over both, and the step limit comes from the options or
+ * AUTORESEARCH_MAX_STEPS (a bad value is an error that says so).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Tokenizer } from '../prepare.ts';
+import type { Runtime } from '../src/gpu/runtime.ts';
+import { SOFTWARE_SIZES, startRun } from '../src/harness.ts';
+import { RUN_SIZES } from '../train.ts';
+import { testRuntime } from './setup.ts';
+
+const rt = (await testRuntime()) as Runtime;
+const tokenizer = { vocabSize: 512 } as Tokenizer; // startRun only hands it on
+const quiet = { log: () => {} };
+const saved = process.env.AUTORESEARCH_MAX_STEPS;
+afterEach(() => {
+  if (saved === undefined) delete process.env.AUTORESEARCH_MAX_STEPS;
+  else process.env.AUTORESEARCH_MAX_STEPS = saved;
+});
+
+describe.skipIf(!rt)('startRun', () => {
+  it("sizes a software adapter with SOFTWARE_SIZES (a GPU with train.ts's), and a test with its own", async () => {
+    const expected = rt.gpu.info.software ? SOFTWARE_SIZES : RUN_SIZES;
+    const run = await startRun({ runtime: rt, tokenizer, ...quiet });
+    expect(run.sizes(RUN_SIZES)).toEqual(expected);
+    const test = await startRun({ runtime: rt, tokenizer, sizes: { depth: 1, seqLen: 64 }, ...quiet });
+    expect(test.sizes(RUN_SIZES)).toEqual({ ...expected, depth: 1, seqLen: 64 });
+  });
+
+  it('takes the step limit from the options, else AUTORESEARCH_MAX_STEPS, else none', async () => {
+    delete process.env.AUTORESEARCH_MAX_STEPS;
+    expect((await startRun({ runtime: rt, tokenizer, ...quiet })).maxSteps).toBe(Infinity);
+    process.env.AUTORESEARCH_MAX_STEPS = '3';
+    expect((await startRun({ runtime: rt, tokenizer, ...quiet })).maxSteps).toBe(3);
+    expect((await startRun({ runtime: rt, tokenizer, maxSteps: 0, ...quiet })).maxSteps).toBe(0);
+    process.env.AUTORESEARCH_MAX_STEPS = 'lots';
+    await expect(startRun({ runtime: rt, tokenizer, ...quiet })).rejects.toThrow(/AUTORESEARCH_MAX_STEPS must be a whole number of steps, got 'lots'/);
+  });
+});
