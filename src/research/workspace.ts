@@ -107,6 +107,8 @@ export async function runInWorkspace(req: RunRequest, slot: SlotOptions, signal?
   const logPath = join(slot.workDir, 'run.log');
   const timer = onProgress ? setInterval(() => onProgress(latestProgress(logPath)), 1000) : null;
   try {
+    // the workspace's train.ts is the run's (a stand-in trainer reads it from its working directory)
+    writeFileSync(join(slot.workDir, 'train.ts'), req.trainSource);
     const before = hashProtected(slot.workDir);
     const res = await runExperiment({
       repoDir: slot.workDir, trainSource: req.trainSource, logPath, guard: guardFor(slot.workDir),
