@@ -84,7 +84,9 @@ Each turn, call the tool \`${TOOL_NAME}\` exactly once, with:
 
 Before any GPU time the driver rejects a proposal that does not apply, does not type-check, imports anything but './prepare.ts', './src/…' (not src/research) or 'webgpu', renames or removes an export the harness uses (src/train_contract.ts) or breaks its signature, or uses eval, Function, dynamic import, require, fs, process.env, child processes or the network. A rejection comes back as a tool_result with the reason; fix it and call the tool again (rejections are limited). If the run crashes you get the end of run.log and may propose a fix to the crashed train.ts through the same tool; if the idea itself is broken, propose the smallest change that makes it run, or a different idea.
 
-One experiment per proposal: a single idea you can name in a line, so that keeping or discarding it teaches something. Read the results and the recent diffs (discarded ones included) so you don't repeat what already failed.`;
+One experiment per proposal: a single idea you can name in a line, so that keeping or discarding it teaches something. Read the results and the recent diffs (discarded ones included) so you don't repeat what already failed.
+
+With several GPUs, several experiments run at once: the state lists those running now (with their diffs) and every finished one. Propose something different from what is running. Your edit applies to the current best train.ts; if another experiment is kept while yours runs and yours also wins, the driver replays your change onto the new best and keeps it only if it still wins there.`;
 
 /** Result of one turn of the conversation. */
 export type Turn =

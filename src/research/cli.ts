@@ -4,7 +4,8 @@
  * abandon it and reset; third: exit at once). Errors a person can fix print one message, no stack.
  */
 import { DEFAULT_MODEL, FatalApiError } from './agent.ts';
-import { DEFAULTS, ResearchDriver, ResearchError, type ResearchOptions } from './driver.ts';
+import { DEFAULTS, MIN_NOISE_FLOOR, ResearchDriver, ResearchError, type ResearchOptions } from './driver.ts';
+import { DEFAULT_QUEUE_NAME, parseQueueUrl } from './executors.ts';
 import { defaultCacheDir } from './preflight.ts';
 import { parseUsdPerMtok } from './pricing.ts';
 import { parseCommandLine, reportError, UsageError } from '../util/cli.ts';
@@ -12,9 +13,11 @@ import { isMain } from '../util/main.ts';
 
 export const USAGE = `Usage: npm run research -- --tag <tag> [options]
 
-Runs the autonomous research loop on branch autoresearch/<tag>: baseline (twice, for the noise
-floor), then experiments proposed by Claude, each committed, trained for TIME_BUDGET, kept if
-val_bpb improves, reset otherwise. Needs ANTHROPIC_API_KEY and prepared data (npm run prepare).
+Runs the autonomous research loop on branch autoresearch/<tag>: the baseline (3 runs: the bar is
+their mean, the noise floor their spread), then experiments proposed by Claude from the current
+best, each committed, trained for TIME_BUDGET and kept only if its mean val_bpb beats the bar
+(small wins are re-run; wins on a superseded base are replayed on the new best). With workers,
+one experiment per worker is in flight. Needs ANTHROPIC_API_KEY and prepared data.
 
   --tag <tag>               run name, e.g. nov22 (required)
   --resume                  continue autoresearch/<tag> after any interruption
@@ -29,7 +32,18 @@ val_bpb improves, reset otherwise. Needs ANTHROPIC_API_KEY and prepared data (np
                             descriptor 3 down to train.ts, which npx and the tsx CLI do not)
   --time-budget <s>         TIME_BUDGET in seconds (default: read from prepare.ts)
   --startup-allowance <s>   added to 2 × TIME_BUDGET for the hard kill (default ${DEFAULTS.startupAllowanceS})
-  --noise-floor <bpb>       use this noise floor instead of a second baseline run
+  --noise-floor <bpb>       use this noise floor instead of measuring it (baseline then runs once
+                            unless --baseline-runs says otherwise); never below ${MIN_NOISE_FLOOR}
+  --baseline-runs <n>       baseline runs (default ${DEFAULTS.baselineRuns}; at least 3 to measure the noise)
+  --noise-widths <k>        re-run a win smaller than k noise floors (default ${DEFAULTS.noiseWidths})
+  --max-runs <n>            most runs of one commit, re-runs included (default ${DEFAULTS.maxRuns})
+  --queue <url>             dispatch runs to the workers serving this Redis (redis://HOST:PORT);
+                            start them with npm run worker -- --queue <url> [--gpu N]
+  --workers <n>             start n local workers (on --queue, or on a private Redis: needs
+                            redis-server installed)
+  --parallel <n>            experiments in flight (default: one per worker)
+  --queue-name <name>       BullMQ queue name (default ${DEFAULT_QUEUE_NAME})
+  --dashboard <port>        serve the live dashboard at http://127.0.0.1:<port>/
   --max-tokens <n>          max_tokens per request (default ${DEFAULTS.maxTokens})
   --effort <level>          low | medium | high | xhigh | max (default: the model's)
   --recent-diffs <n>        diffs of recent experiments shown to the model (default ${DEFAULTS.recentDiffs})
@@ -38,7 +52,7 @@ val_bpb improves, reset otherwise. Needs ANTHROPIC_API_KEY and prepared data (np
   --no-charts               do not refresh progress.svg / progress.png
   -h, --help                this text
 
-Ctrl-C once: finish the current experiment, then stop. Twice: abandon it (reset) and stop.
+Ctrl-C once: finish the experiments in flight, then stop. Twice: abandon them and stop.
 Results: results.tsv (as the reference), research.jsonl (everything else), progress.svg/png.`;
 
 function num(name: string, v: string | undefined, opts: { int?: boolean; min?: number } = {}): number | null {
@@ -63,6 +77,9 @@ const RESEARCH_CLI = {
     'time-budget': { type: 'string' }, 'startup-allowance': { type: 'string' }, 'noise-floor': { type: 'string' },
     'max-tokens': { type: 'string' }, effort: { type: 'string' }, 'recent-diffs': { type: 'string' }, repo: { type: 'string' },
     'no-data-check': { type: 'boolean' }, 'no-charts': { type: 'boolean' },
+    'baseline-runs': { type: 'string' }, 'noise-widths': { type: 'string' }, 'max-runs': { type: 'string' }, queue: { type: 'string' },
+    workers: { type: 'string' }, parallel: { type: 'string' }, 'queue-name': { type: 'string' }, dashboard: { type: 'string' },
+    'worker-lock': { type: 'string' },
   },
 } as const;
 
@@ -74,6 +91,16 @@ export function parseResearchArgs(argv: string[], env: NodeJS.ProcessEnv = proce
   if (!v.tag) throw new UsageError('--tag is required (e.g. --tag nov22)');
   const effort = v.effort ?? null;
   if (effort !== null && !(EFFORTS as readonly string[]).includes(effort)) throw new UsageError(`--effort must be one of ${EFFORTS.join(', ')}`);
+  if (v.queue) {
+    try {
+      parseQueueUrl(v.queue);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  const noiseFloor = num('noise-floor', v['noise-floor'], { min: 0 });
+  const dashboard = num('dashboard', v.dashboard, { int: true, min: 0 });
+  if (dashboard !== null && dashboard > 65535) throw new UsageError(`--dashboard expects a port number, got '${v.dashboard}'`);
   return {
     repoDir: v.repo ?? process.cwd(),
     tag: v.tag,
@@ -89,7 +116,16 @@ export function parseResearchArgs(argv: string[], env: NodeJS.ProcessEnv = proce
     trainCommand: v['train-command'] ?? DEFAULTS.trainCommand,
     timeBudgetS: num('time-budget', v['time-budget'], { min: 0 }),
     startupAllowanceS: num('startup-allowance', v['startup-allowance'], { min: 0 }) ?? DEFAULTS.startupAllowanceS,
-    noiseFloor: num('noise-floor', v['noise-floor'], { min: 0 }),
+    noiseFloor,
+    baselineRuns: num('baseline-runs', v['baseline-runs'], { int: true, min: 1 }) ?? (noiseFloor === null ? DEFAULTS.baselineRuns : 1),
+    noiseWidths: num('noise-widths', v['noise-widths'], { min: 0 }) ?? DEFAULTS.noiseWidths,
+    maxRuns: num('max-runs', v['max-runs'], { int: true, min: 1 }) ?? DEFAULTS.maxRuns,
+    queue: v.queue ?? null,
+    queueName: v['queue-name'] ?? DEFAULT_QUEUE_NAME,
+    workers: num('workers', v.workers, { int: true, min: 1 }),
+    parallel: num('parallel', v.parallel, { int: true, min: 1 }),
+    dashboardPort: dashboard,
+    workerLockS: num('worker-lock', v['worker-lock'], { min: 1 }) ?? DEFAULTS.workerLockS,
     maxTokens: num('max-tokens', v['max-tokens'], { int: true, min: 1 }) ?? DEFAULTS.maxTokens,
     effort: effort as ResearchOptions['effort'],
     recentDiffs: num('recent-diffs', v['recent-diffs'], { int: true, min: 0 }) ?? DEFAULTS.recentDiffs,
@@ -145,5 +181,5 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (isMain(import.meta.url)) {
-  process.exitCode = await main(process.argv.slice(2));
+  process.exit(await main(process.argv.slice(2))); // a Redis client's timers must not hold the process
 }

@@ -3,8 +3,13 @@
  * one commit per experiment (train.ts only), `reset --hard` to where an experiment started,
  * and refs under `refs/autoresearch/<tag>/` that keep every discarded, crashed or abandoned
  * commit reachable, so `git log refs/autoresearch/<tag>/0007` shows any idea tried.
+ * Experiments in flight side by side are commits made without the working tree (`commitOnto`:
+ * hash-object, mktree, commit-tree), so the checkout only ever moves to a kept commit.
  */
-import { realpathSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { simpleGit, type SimpleGit } from 'simple-git';
 
 export const BRANCH_PREFIX = 'autoresearch/';
@@ -96,6 +101,61 @@ export class ResearchGit {
     await this.git.raw(['add', '--', path]);
     await this.git.raw(['commit', '--no-verify', '-m', message, '--', path]);
     return this.head();
+  }
+
+  // a commit's top-level tree listing never changes
+  #trees = new Map<string, Promise<string>>();
+
+  /** Run git with `input` on stdin; resolves with stdout (trimmed). */
+  #plumb(args: string[], input?: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = execFile('git', args, { cwd: this.dir, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`git ${args[0]}: ${stderr.trim() || err.message}`));
+        else resolve(stdout.trim());
+      });
+      child.stdin?.on('error', () => {}); // a command that reads no input may exit first
+      child.stdin?.end(input ?? '');
+    });
+  }
+
+  /** A file's text at a commit. */
+  async show(commit: string, path: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile('git', ['show', `${commit}:${path}`], { cwd: this.dir, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`git show ${commit.slice(0, 7)}:${path}: ${stderr.trim() || err.message}`));
+        else resolve(stdout);
+      });
+    });
+  }
+
+  /** A commit whose tree is `parent`'s with `path` (a top-level file) set to `text`; the working tree is not touched. */
+  async commitOnto(parent: string, path: string, text: string, message: string): Promise<string> {
+    if (path.includes('/')) throw new Error(`commitOnto: ${path} must be a top-level file`);
+    const blob = await this.#plumb(['hash-object', '-w', '--stdin'], text);
+    let tree = this.#trees.get(parent);
+    if (!tree) this.#trees.set(parent, (tree = this.#plumb(['ls-tree', parent])));
+    const entries = (await tree).split('\n').filter((l) => l !== '' && !l.endsWith(`\t${path}`));
+    entries.push(`100644 blob ${blob}\t${path}`);
+    const newTree = await this.#plumb(['mktree'], `${entries.join('\n')}\n`);
+    return this.#plumb(['commit-tree', newTree, '-p', parent, '-F', '-'], message);
+  }
+
+  /**
+   * Three-way merge of one file: the change `base` → `theirs` applied to `ours`. Returns the
+   * merged text, or null on a conflict.
+   */
+  async merge3(ours: string, base: string, theirs: string): Promise<string | null> {
+    const dir = mkdtempSync(join(tmpdir(), 'autoresearch-merge-'));
+    try {
+      for (const [n, t] of [['ours', ours], ['base', base], ['theirs', theirs]]) writeFileSync(join(dir, n), t);
+      return await new Promise((resolve) => {
+        execFile('git', ['merge-file', '-p', join(dir, 'ours'), join(dir, 'base'), join(dir, 'theirs')], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout) => {
+          resolve(err ? null : stdout); // exit status = number of conflicts
+        });
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   async resetHard(commit: string): Promise<void> {

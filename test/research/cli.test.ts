@@ -2,13 +2,14 @@
  * The command line: argument parsing, and Ctrl-C on the real CLI process (once: the current
  * experiment finishes and the process exits 0; twice: it is abandoned and reset).
  */
+import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseResearchArgs } from '../../src/research/cli.ts';
 import { DEFAULTS } from '../../src/research/driver.ts';
-import { readRecords, readResults, type StartRecord } from '../../src/research/results.ts';
-import { alive, FakeMessagesApi, git, makeProject, proposal, read, removeProject, startCli, waitFor } from './helpers.ts';
+import { readRecords, readResults } from '../../src/research/results.ts';
+import { alive, FakeMessagesApi, git, makeProject, proposal, read, removeProject, REPO_ROOT, startCli, waitFor } from './helpers.ts';
 
 describe('parseResearchArgs', () => {
   it('fills in defaults', () => {
@@ -33,10 +34,20 @@ describe('parseResearchArgs', () => {
       effort: 'high', recentDiffs: 3, repoDir: '/tmp/x', cacheDir: null, charts: false,
     });
     expect(parseResearchArgs(['--help'])).toBeNull();
+    expect(parseResearchArgs(['--tag', 't', '--queue', 'redis://10.0.0.5:6379', '--workers', '4', '--parallel', '6', '--dashboard', '8787', '--baseline-runs', '5',
+      '--noise-widths', '2', '--max-runs', '4', '--queue-name', 'q'])).toMatchObject({
+      queue: 'redis://10.0.0.5:6379', workers: 4, parallel: 6, dashboardPort: 8787, baselineRuns: 5, noiseWidths: 2, maxRuns: 4, queueName: 'q',
+    });
+    // a given noise floor needs no measurement: the baseline runs once unless asked otherwise
+    expect(parseResearchArgs(['--tag', 't', '--noise-floor', '0.001'])!.baselineRuns).toBe(1);
+    expect(parseResearchArgs(['--tag', 't'])!.baselineRuns).toBe(3);
   });
 
   it.each([
     [[], /--tag is required/],
+    [['--tag', 'x', '--queue', 'http://example'], /--queue expects redis:\/\/HOST:PORT/],
+    [['--tag', 'x', '--workers', '0'], /--workers expects an integer ≥ 1/],
+    [['--tag', 'x', '--dashboard', 'web'], /--dashboard expects an integer/],
     [['--tag', 'x', '--max-experiments', 'many'], /--max-experiments expects an integer/],
     [['--tag', 'x', '--hours=-1'], /--hours expects a number ≥ 0/],
     [['--tag', 'x', '--effort', 'huge'], /--effort must be one of low, medium, high, xhigh, max/],
@@ -67,7 +78,7 @@ describe('Ctrl-C on the CLI', () => {
     const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
     await waitFor('experiment 1 to start training', () => {
       try {
-        return readRecords(join(dir, 'research.jsonl')).find((r): r is StartRecord => r.type === 'start' && r.experiment === 1 && r.pid !== null);
+        return readRecords(join(dir, 'research.jsonl')).some((r) => r.type === 'dispatch' && r.experiment === 1) && read(dir, '.fake-runs') === '2';
       } catch {
         return null;
       }
@@ -101,4 +112,29 @@ describe('Ctrl-C on the CLI', () => {
     expect(git(dir, 'rev-parse', '--verify', 'refs/autoresearch/test/0001-abandoned')).toMatch(/^[0-9a-f]{40}$/);
     await waitFor('the training job to stop', () => !alive(trainPid));
   });
+});
+
+describe('the worker and dashboard commands answer --help and refuse bad arguments in one line', () => {
+  const run = (script: string, args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/research', script), ...args], { encoding: 'utf8', timeout: 60_000 });
+
+  it.each([
+    ['worker.ts', ['--help'], 0, /^Usage: npm run worker -- --queue redis:\/\/HOST:PORT/],
+    ['dashboard.ts', ['--help'], 0, /^Usage: npm run dashboard/],
+    ['worker.ts', [], 2, /^worker: --queue is required \(e\.g\. --queue redis:\/\/10\.0\.0\.5:6379\) \(see --help\)$/],
+    ['worker.ts', ['--queue', 'http://host'], 2, /^worker: --queue expects redis:\/\/HOST:PORT/],
+    ['worker.ts', ['--queue', 'redis://127.0.0.1:6379', '--gpu', 'one'], 2, /^worker: --gpu expects an integer ≥ 0, got 'one' \(see --help\)$/],
+    ['worker.ts', ['--queue', 'redis://127.0.0.1:1'], 1, /^worker: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*\): start it \(Debian\/Ubuntu: apt-get install redis-server\) or check --queue$/],
+    ['dashboard.ts', ['--port', 'web'], 2, /^dashboard: --port expects a port number, got 'web'$/],
+    ['dashboard.ts', ['--repo', '/nonexistent'], 1, /^dashboard: no research\.jsonl in \/nonexistent: run npm run research first \(or pass --repo\)$/],
+    ['cli.ts', ['--tag', 'x', '--workers', '0'], 2, /^research: --workers expects an integer ≥ 1, got '0'; see `npm run research -- --help`$/],
+  ])('%s %j', (script, args, code, want) => {
+    const r = run(script, args);
+    const text = `${r.stdout}${r.stderr}`.trim();
+    expect(r.status, text).toBe(code);
+    if (code !== 0) {
+      expect(text.split('\n'), text).toHaveLength(1);
+      expect(text).not.toMatch(/\n\s+at /);
+    }
+    expect(text).toMatch(want);
+  }, 60_000);
 });

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ResearchDriver, type ResearchResult } from '../../src/research/driver.ts';
+import { MIN_NOISE_FLOOR, ResearchDriver, type ResearchResult } from '../../src/research/driver.ts';
 import { readRecords, readResults, type BaselineRecord, type ExperimentRecord } from '../../src/research/results.ts';
 import { FakeMessagesApi, git, lastUserText, makeProject, memoryOutput, options, proposal, read, removeProject, textReply } from './helpers.ts';
 
@@ -53,7 +53,7 @@ describe('research run: keep, discard, rejections, crashes, repairs', () => {
     expect(result.stopReason).toBe('--max-experiments 4 reached');
     expect(result.experimentsRun).toBe(4);
     expect(result.bestValBpb).toBeCloseTo(1.005, 9);
-    expect(result.noiseFloor).toBe(0);
+    expect(result.noiseFloor).toBe(MIN_NOISE_FLOOR); // three identical baseline runs: the minimum floor
     expect(api.pending).toBe(0);
   });
 
@@ -98,8 +98,10 @@ describe('research run: keep, discard, rejections, crashes, repairs', () => {
     const records = readRecords(join(dir, 'research.jsonl'));
     expect(records[0].type).toBe('session');
     const baseline = records.find((r): r is BaselineRecord => r.type === 'baseline')!;
-    expect(baseline.runs.map((r) => r.val_bpb)).toEqual([1.013, 1.013].map((v) => expect.closeTo(v, 9)));
-    expect(baseline.noise_floor).toBe(0);
+    expect(baseline.runs.map((r) => r.val_bpb)).toEqual([1.013, 1.013, 1.013].map((v) => expect.closeTo(v, 9)));
+    expect(baseline.runs.map((r) => r.seed)).toEqual([42, 43, 44]);
+    expect(baseline.noise_std).toBe(0);
+    expect(baseline.noise_floor).toBe(MIN_NOISE_FLOOR);
     const exps = records.filter((r): r is ExperimentRecord => r.type === 'experiment');
     expect(exps.map((e) => [e.experiment, e.status])).toEqual([[1, 'keep'], [2, 'discard'], [3, 'crash'], [4, 'keep']]);
     const [e1, e2, e3, e4] = exps;
@@ -157,10 +159,10 @@ describe('research run: keep, discard, rejections, crashes, repairs', () => {
   });
 
   it('prints a line per experiment, a live status, and refreshes the chart', () => {
-    expect(out.lines.some((l) => /^noise floor: 0\.000000/.test(l))).toBe(true);
+    expect(out.lines.some((l) => /^noise floor: 0\.000200 \(standard deviation of the 3 baseline runs, 0\.000000, raised to the minimum\)/.test(l))).toBe(true);
     expect(out.lines.some((l) => /^#1 keep 1\.007000 "raise MATRIX_LR to 0\.05"/.test(l))).toBe(true);
     expect(out.lines.some((l) => /^#3 crash \(GpuOutOfMemoryError: the train command exited with code 1\) "quadruple the batch"/.test(l))).toBe(true);
-    expect(out.statuses.some((s) => /^#2 .*training \d+:\d\d.*best 1\.007000 \(#1\) · \$0\.\d\d/.test(s))).toBe(true);
+    expect(out.statuses.some((s) => /^#2 local \d+:\d\d.* · best 1\.007000 \(#1\) · \$0\.\d\d/.test(s))).toBe(true);
     const svg = readFileSync(join(dir, 'progress.svg'), 'utf8');
     expect(svg).toContain('4 experiments: 3 keep · 1 discard · 1 crash');
     expect(svg).toContain('raise MATRIX_LR to 0.05');
@@ -178,12 +180,12 @@ describe('noise rule', () => {
     api = await FakeMessagesApi.start();
     dir = makeProject();
     api.script(
-      proposal('MATRIX_LR 0.041', [[LR, LR.replace('0.04', '0.041')]]), // true win 0.00078 < floor 0.002: re-run, still wins
+      proposal('MATRIX_LR 0.041', [[LR, LR.replace('0.04', '0.041')]]), // true win 0.00078 < 3 × floor 0.001: re-run to 3 runs, still wins
       proposal('WARMDOWN_RATIO 0.55', [['const WARMDOWN_RATIO = 0.5;', 'const WARMDOWN_RATIO = 0.55;']]), // wins by luck once, loses on average
       proposal('MATRIX_LR 0.06', [['const MATRIX_LR = 0.041;', 'const MATRIX_LR = 0.06;']]), // a clear win: one run
     );
-    // runs: baseline +, baseline −, #1, #1 again, #2, #2 again, #3
-    await new ResearchDriver(options(dir, api, { maxExperiments: 3, trainArgs: '--noise 0.001,-0.001,0,0,-0.001,0.001,0' }), out).run();
+    // runs: baseline +, −, 0 (std 0.001); #1 three times; #2 −, +; #3
+    await new ResearchDriver(options(dir, api, { maxExperiments: 3, trainArgs: '--noise 0.001,-0.001,0,0,0,0,-0.001,0.001,0' }), out).run();
   });
 
   afterAll(async () => {
@@ -191,22 +193,25 @@ describe('noise rule', () => {
     removeProject(dir);
   });
 
-  it('measures the noise floor from two baseline runs and prints it', () => {
-    expect(out.lines).toContain('noise floor: 0.002000 (|run 1 − run 2| of the baseline); wins smaller than this are re-run and must still win on average');
+  it('measures the noise floor as the spread of three baseline runs; the bar is their mean', () => {
+    expect(out.lines).toContain('noise floor: 0.001000 (standard deviation of the 3 baseline runs); wins smaller than 3 × this are re-run (up to 3 runs) and must still win on average');
     const baseline = readRecords(join(dir, 'research.jsonl')).find((r): r is BaselineRecord => r.type === 'baseline')!;
+    expect(baseline.runs.map((r) => r.val_bpb)).toEqual([1.014, 1.012, 1.013].map((v) => expect.closeTo(v, 9)));
     expect(baseline.val_bpb).toBeCloseTo(1.013, 9);
-    expect(baseline.noise_floor).toBeCloseTo(0.002, 9);
+    expect(baseline.noise_floor).toBeCloseTo(0.001, 9);
   });
 
-  it('re-runs small wins and keeps them only if they still win on average', () => {
+  it('re-runs small wins and keeps them only if their mean still wins; records each run\'s seed', () => {
     const exps = readRecords(join(dir, 'research.jsonl')).filter((r): r is ExperimentRecord => r.type === 'experiment');
-    expect(exps.map((e) => [e.status, e.runs.length])).toEqual([['keep', 2], ['discard', 2], ['keep', 1]]);
+    expect(exps.map((e) => [e.status, e.runs.length])).toEqual([['keep', 3], ['discard', 2], ['keep', 1]]);
     expect(exps[0].val_bpb).toBeCloseTo(1.01222, 9);
+    expect(exps[0].runs.map((r) => [r.kind, r.seed])).toEqual([['first', 42], ['rerun', 43], ['rerun', 44]]);
     expect(exps[1].runs.map((r) => r.val_bpb)).toEqual([expect.closeTo(1.01172, 9), expect.closeTo(1.01372, 9)]);
     expect(exps[1].val_bpb).toBeCloseTo(1.01272, 9);
+    expect(exps[1].decision).toMatch(/^mean 1\.012720 of 2 runs does not beat 1\.012220/);
     expect(readResults(join(dir, 'results.tsv')).map((r) => [r.status, r.valBpb.toFixed(6)])).toEqual([
       ['keep', '1.013000'], ['keep', '1.012220'], ['discard', '1.012720'], ['keep', '1.005000'],
     ]);
-    expect(out.lines.filter((l) => l.includes('re-running'))).toHaveLength(2);
+    expect(out.lines.filter((l) => l.includes('re-running'))).toHaveLength(3);
   });
 });

@@ -219,6 +219,13 @@ export function memoryOutput(): DriverOutput & { lines: string[]; statuses: stri
   };
 }
 
+let queues = 0;
+
+/** The stand-in trainer, keeping its run counter and pid file in the project `dir`. */
+export function fakeTrainCommand(dir: string, args?: string): string {
+  return `"${process.execPath}" "${FAKE_TRAIN}" --state "${dir}"${args ? ` ${args}` : ''}`;
+}
+
 export function options(dir: string, api: FakeMessagesApi, o: Partial<ResearchOptions> & { trainArgs?: string } = {}): ResearchOptions {
   const { trainArgs, ...rest } = o;
   return {
@@ -235,7 +242,7 @@ export function options(dir: string, api: FakeMessagesApi, o: Partial<ResearchOp
     fixAttempts: DEFAULTS.fixAttempts,
     proposalRetries: DEFAULTS.proposalRetries,
     maxConsecutiveInvalid: DEFAULTS.maxConsecutiveInvalid,
-    trainCommand: `"${process.execPath}" "${FAKE_TRAIN}"${trainArgs ? ` ${trainArgs}` : ''}`,
+    trainCommand: fakeTrainCommand(dir, trainArgs),
     timeBudgetS: null,
     startupAllowanceS: 30,
     noiseFloor: null,
@@ -247,6 +254,15 @@ export function options(dir: string, api: FakeMessagesApi, o: Partial<ResearchOp
     backoffInitialMs: 5,
     backoffMaxMs: 20,
     charts: true,
+    baselineRuns: o.noiseFloor === undefined || o.noiseFloor === null ? DEFAULTS.baselineRuns : 1,
+    noiseWidths: DEFAULTS.noiseWidths,
+    maxRuns: DEFAULTS.maxRuns,
+    queue: null,
+    queueName: `test-${process.pid}-${++queues}`,
+    workers: null,
+    parallel: null,
+    dashboardPort: null,
+    workerLockS: DEFAULTS.workerLockS,
     ...rest,
   };
 }
@@ -285,7 +301,7 @@ export async function waitFor<T>(what: string, fn: () => T | null | undefined | 
 export function startCli(dir: string, api: FakeMessagesApi, args: string[]): ChildProcess & { output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/research/cli.ts'),
     '--repo', dir, '--tag', 'test', '--no-data-check', '--noise-floor', '0',
-    '--train-command', `"${process.execPath}" "${FAKE_TRAIN}"`, ...args], {
+    '--train-command', fakeTrainCommand(dir), ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ANTHROPIC_API_KEY: 'test-key', ANTHROPIC_BASE_URL: api.url },
     stdio: ['ignore', 'pipe', 'pipe'],

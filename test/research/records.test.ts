@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { checkApiKey, checkPreparedData, readTimeBudget } from '../../src/research/preflight.ts';
 import { parseUsdPerMtok, priceFor, requestCostUsd } from '../../src/research/pricing.ts';
 import {
-  appendRecord, appendResult, formatResultRow, readRecords, readResults, resumeState, RESULTS_HEADER, type ExperimentRecord,
+  appendRecord, appendResult, formatResultRow, readRecords, readResults, resultRows, resumeState, RESULTS_HEADER, writeResults, type ExperimentRecord,
 } from '../../src/research/results.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'autoresearch-records-'));
@@ -128,5 +128,49 @@ describe('preflight', () => {
     writeFileSync(join(dir, 'prepare.ts'), 'export const TIME_BUDGET: number = 1_200;\n');
     expect(readTimeBudget(dir)).toBe(1200);
     expect(readTimeBudget(join(dir, 'nowhere'), 42)).toBe(42);
+  });
+});
+
+describe('driver state from events (applyRecord)', () => {
+  const session = { type: 'session' as const, tag: 't', branch: 'b', started_at: '', resumed: false, base_commit: 'base', model: 'm', train_command: 'c', time_budget_s: 1, protected_hashes: {}, run_id: 'r' };
+  const baseline = { type: 'baseline' as const, experiment: 0 as const, commit: 'base', runs: [], val_bpb: 1.01, peak_vram_mb: 1000, noise_floor: 0.001, status: 'keep' as const, at: '' };
+  const start = (n: number, commit: string) => ({ type: 'start' as const, experiment: n, parent: 'base', commit, description: `exp ${n}`, pid: null, tokens: usage, usd: 0.01, at: '' });
+  const dispatch = (n: number, id: string, commit: string) => ({ type: 'dispatch' as const, run_id: id, experiment: n, kind: 'first', commit, seed: 42, at: '' });
+  const run = (n: number, id: string, commit: string, val: number) => ({ type: 'run' as const, run_id: id, experiment: n, kind: 'first', commit, worker: 'w1', seed: 42, val_bpb: val, peak_vram_mb: 1, duration_s: 1, error: null, at: '' });
+
+  it('records a run delivered twice once, and an outcome once', () => {
+    const s = resumeState([session, baseline, start(1, 'c1'), dispatch(1, 'r-0001', 'c1'), run(1, 'r-0001', 'c1', 1.0), run(1, 'r-0001', 'c1', 0.5)]);
+    expect(s.inFlight.get(1)!.runs.map((r) => r.val_bpb)).toEqual([1.0]);
+    expect(s.inFlight.get(1)!.pending).toEqual([]);
+    const done = resumeState([session, baseline, start(1, 'c1'), exp(1, 'keep', 'c1', 1.0), exp(1, 'discard', 'c1', 1.2)]);
+    expect(done.completed.map((e) => e.status)).toEqual(['keep']);
+    expect(done.usd).toBeCloseTo(0.01, 10);
+  });
+
+  it('knows the runs still in flight (what --resume asks the queue for)', () => {
+    const s = resumeState([session, baseline, start(1, 'c1'), dispatch(1, 'r-0001', 'c1'), start(2, 'c2'), dispatch(2, 'r-0002', 'c2'), run(2, 'r-0002', 'c2', 1.1),
+      { type: 'propose', experiment: 3, parent: 'base', at: '' }]);
+    expect([...s.inFlight.keys()]).toEqual([1, 2, 3]);
+    expect(s.inFlight.get(1)!.pending.map((d) => d.run_id)).toEqual(['r-0001']);
+    expect(s.inFlight.get(3)!.commit).toBe(''); // still proposing: nothing ran
+    expect(s.nextExperiment).toBe(4);
+  });
+
+  it('renders results.tsv in experiment order, up to the first experiment still in flight', () => {
+    const records = [session, baseline, start(1, 'c1111111'), start(2, 'c2222222'), start(3, 'c3333333'), exp(3, 'discard', 'c3333333', 1.2), exp(2, 'keep', 'c2222222', 1.0)];
+    expect(resultRows(resumeState(records)).map((r) => r.description)).toEqual(['baseline']); // #1 still runs
+    const all = [...records, { type: 'abandoned' as const, experiment: 1, commit: 'c1111111', reason: 'x', tokens: null, usd: null, ref: null, at: '' }];
+    expect(resultRows(resumeState(all)).map((r) => [r.commit, r.description])).toEqual([['base', 'baseline'], ['c222222', 'exp 2'], ['c333333', 'exp 3']]);
+    const path = join(dir, 'ordered.tsv');
+    writeResults(path, resumeState(all));
+    expect(readResults(path).map((r) => r.status)).toEqual(['keep', 'keep', 'discard']);
+  });
+
+  it('moves the best on a keep and takes a replay as the experiment\'s commit', () => {
+    const s = resumeState([session, baseline, start(1, 'c1'), start(2, 'c2'), exp(1, 'keep', 'c1', 1.0),
+      { type: 'replay', experiment: 2, from_commit: 'c2', from_parent: 'base', parent: 'c1', commit: 'c2r', at: '' }]);
+    expect(s.bestCommit).toBe('c1');
+    expect(s.bestValBpb).toBe(1.0);
+    expect(s.inFlight.get(2)).toMatchObject({ commit: 'c2r', parent: 'c1', firstParent: 'base' });
   });
 });

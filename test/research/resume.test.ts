@@ -1,14 +1,15 @@
 /**
  * --resume after any interruption. The driver runs as its own process (the real CLI), is killed
- * with SIGKILL while training, and `--resume` must stop the orphaned training job, keep the
- * unevaluated commit under a ref and revert it, keep every results row, and continue. Then the
- * narrower windows: a kill between the jsonl record and the results.tsv row, or before a reset.
+ * with SIGKILL while training, and `--resume` must stop the orphaned training job, run the
+ * interrupted experiment again under the same run id, record it once, and keep every results
+ * row. Then the narrower windows: a kill between the jsonl record and the results.tsv row, or
+ * before a reset. (Resuming with runs still on a BullMQ queue: swarm.test.ts.)
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ResearchDriver } from '../../src/research/driver.ts';
-import { readRecords, readResults, type AbandonedRecord, type ExperimentRecord, type StartRecord } from '../../src/research/results.ts';
+import { readRecords, readResults, type ExperimentRecord, type StartRecord } from '../../src/research/results.ts';
 import { alive, FakeMessagesApi, git, makeProject, memoryOutput, options, proposal, read, removeProject, startCli, waitFor } from './helpers.ts';
 
 const LR = 'const MATRIX_LR = 0.04;';
@@ -27,52 +28,52 @@ afterAll(async () => {
 describe('kill -9 of the driver mid-run, then --resume', () => {
   let dir: string;
   let orphan: number;
-  let unevaluated: string;
+  let commit: string;
   const out = memoryOutput();
 
   beforeAll(async () => {
     dir = makeProject();
     dirs.push(dir);
-    api.script(proposal('sleep for a minute', [[SLEEP, 'const SLEEP_S = 60;']]));
+    api.script(proposal('sleep for a while', [[SLEEP, 'const SLEEP_S = 6;']]));
     const cli = startCli(dir, api, []);
     const records = join(dir, 'research.jsonl');
     const start = await waitFor('experiment 1 to start training', () =>
-      existsSync(records) ? readRecords(records).find((r): r is StartRecord => r.type === 'start' && r.experiment === 1 && r.pid !== null) : null);
+      existsSync(records) ? readRecords(records).find((r): r is StartRecord => r.type === 'start' && r.experiment === 1) : null);
     await waitFor('the fake training to start', () => existsSync(join(dir, '.fake-train-started')) && read(dir, '.fake-train-started').trim() !== '' && readFileSync(join(dir, '.fake-runs'), 'utf8') === '2');
     cli.kill('SIGKILL');
     await new Promise((r) => cli.on('exit', r));
     orphan = Number(read(dir, '.fake-train-started'));
-    unevaluated = start.commit;
+    commit = start.commit;
     expect(alive(orphan), `the training job outlives the driver\n${cli.output()}`).toBe(true);
-    expect(git(dir, 'rev-parse', 'HEAD')).toBe(unevaluated);
+    expect(git(dir, 'rev-parse', 'HEAD')).toBe(git(dir, 'rev-parse', 'main')); // experiments never move the checkout
 
-    api.script(proposal('MATRIX_LR 0.05', [[LR, 'const MATRIX_LR = 0.05;']]));
     await new ResearchDriver(options(dir, api, { resume: true, noiseFloor: 0, maxExperiments: 1 }), out).run();
   });
 
   it('stops the orphaned training job', () => {
     expect(alive(orphan)).toBe(false);
-    expect(out.lines.some((l) => l.startsWith('stopped the training job left running by the interrupted driver'))).toBe(true);
+    expect(out.lines).toContain('stopped the training job left running by the interrupted driver');
   });
 
-  it('reverts the unevaluated commit and keeps it under a ref', () => {
-    expect(git(dir, 'rev-parse', 'refs/autoresearch/test/0001-unevaluated')).toBe(unevaluated);
-    expect(git(dir, 'show', 'refs/autoresearch/test/0001-unevaluated:train.ts')).toContain('const SLEEP_S = 60;');
-    const abandoned = readRecords(join(dir, 'research.jsonl')).filter((r): r is AbandonedRecord => r.type === 'abandoned');
-    expect(abandoned).toEqual([expect.objectContaining({ experiment: 1, commit: unevaluated, reason: 'interrupted before it was evaluated; reverted on resume' })]);
-    expect(abandoned[0].usd).toBeGreaterThan(0); // the proposal's cost is still counted
-    expect(out.lines).toContain('experiment #1 was interrupted before its result: reverted (its commit is kept as refs/autoresearch/test/0001-unevaluated)');
+  it('runs the interrupted experiment again and records it once: nothing lost, nothing twice', () => {
+    const records = readRecords(join(dir, 'research.jsonl'));
+    expect(records.some((r) => r.type === 'abandoned')).toBe(false);
+    const exps = records.filter((r): r is ExperimentRecord => r.type === 'experiment');
+    expect(exps.map((e) => [e.experiment, e.status, e.commit])).toEqual([[1, 'discard', commit]]);
+    expect(exps[0].runs).toHaveLength(1);
+    const runs = records.filter((r) => r.type === 'run' && r.experiment === 1);
+    expect(runs).toHaveLength(1);
+    expect(records.filter((r) => r.type === 'dispatch' && r.experiment === 1)).toHaveLength(1); // the same run id, asked for again
+    expect(out.lines.some((l) => l.startsWith('#1 resumed: "sleep for a while" (1 run to collect)'))).toBe(true);
+    expect(exps[0].usd).toBeGreaterThan(0); // the proposal's cost is still counted
   });
 
-  it('keeps the results rows and continues with the next experiment', () => {
-    expect(readResults(join(dir, 'results.tsv')).map((r) => [r.status, r.description])).toEqual([['keep', 'baseline'], ['keep', 'MATRIX_LR 0.05']]);
-    const exps = readRecords(join(dir, 'research.jsonl')).filter((r): r is ExperimentRecord => r.type === 'experiment');
-    expect(exps.map((e) => e.experiment)).toEqual([2]);
-    expect(exps[0].parent).toBe(git(dir, 'rev-parse', 'main'));
-    expect(git(dir, 'log', '--format=%s', 'autoresearch/test').split('\n')).toEqual(['MATRIX_LR 0.05', 'initial']);
+  it('keeps the results rows complete and the session history', () => {
+    expect(readResults(join(dir, 'results.tsv')).map((r) => [r.status, r.description])).toEqual([['keep', 'baseline'], ['discard', 'sleep for a while']]);
+    expect(git(dir, 'rev-parse', 'refs/autoresearch/test/0001')).toBe(commit);
     const sessions = readRecords(join(dir, 'research.jsonl')).filter((r) => r.type === 'session');
     expect(sessions.map((s) => (s as { resumed: boolean }).resumed)).toEqual([false, true]);
-    // training ran three times: the baseline (once: the noise floor was given), the killed #1, and #2
+    // training ran three times: the baseline (once: the noise floor was given), the killed #1, and #1 again
     expect(read(dir, '.fake-runs')).toBe('3');
   });
 });

@@ -142,14 +142,27 @@ describe('failures during research', () => {
     expect(experiments(dir)[0].status).toBe('keep');
   });
 
-  it('stops when a run changes a protected file, and resets', async () => {
+  it('gives a run that changes a protected file no result (a crash), in its workspace, not the checkout', async () => {
     const dir = project();
     api.script(proposal('touch prepare', [[SLEEP, `${SLEEP}\nconst TOUCH_PREPARE = 1;`]]));
+    const r = await new ResearchDriver(options(dir, api, { noiseFloor: 0, maxExperiments: 1, fixAttempts: 0 }), memoryOutput()).run();
+    expect(r.stopReason).toBe('--max-experiments 1 reached');
+    const [e] = experiments(dir);
+    expect(e.status).toBe('crash');
+    expect(e.runs[0].error).toMatch(/^the run changed protected files \(changed: prepare\.ts\); its result is not trusted$/);
+    expect(git(dir, 'rev-parse', 'HEAD')).toBe(git(dir, 'rev-parse', 'main'));
+    expect(git(dir, 'status', '--porcelain', '--untracked-files=no')).toBe(''); // the checkout's prepare.ts was never touched
+    expect(git(dir, 'show', 'refs/autoresearch/test/0001:train.ts')).toContain('const TOUCH_PREPARE = 1;');
+  });
+
+  it('stops when a protected file of the checkout changes during research', async () => {
+    const dir = project();
+    api.script(() => {
+      write(dir, 'prepare.ts', `${read(dir, 'prepare.ts')}// edited by hand mid-run\n`);
+      return proposal('MATRIX_LR 0.05', [[LR, 'const MATRIX_LR = 0.05;']]);
+    });
     const p = new ResearchDriver(options(dir, api, { noiseFloor: 0 }), memoryOutput()).run();
     await expect(p).rejects.toThrow(/protected files changed \(changed: prepare\.ts\): only train\.ts may change during research; stopping/);
-    expect(git(dir, 'rev-parse', 'HEAD')).toBe(git(dir, 'rev-parse', 'main'));
-    expect(git(dir, 'status', '--porcelain', '--untracked-files=no')).toBe(''); // prepare.ts restored by the reset
-    expect(git(dir, 'show', 'refs/autoresearch/test/0001-error:train.ts')).toContain('const TOUCH_PREPARE = 1;');
     expect(readRecords(join(dir, 'research.jsonl')).at(-1)).toMatchObject({ type: 'stop', reason: expect.stringMatching(/^error: protected files changed/) });
   });
 
