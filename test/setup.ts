@@ -2,7 +2,10 @@
  * @file Shared test helpers: one GPU runtime per test file, and closeness checks that report
  * like llm.c's validate_result (max difference and the first mismatches).
  */
-import { expect } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect } from 'vitest';
 import { NoGpuError } from '../src/gpu/device.ts';
 import { Runtime } from '../src/gpu/runtime.ts';
 
@@ -72,4 +75,20 @@ export function requireFeature(rt: Runtime | null, feature: string): boolean {
     throw new Error(`AUTORESEARCH_REQUIRE_FEATURES includes ${feature}, but the adapter (${rt?.gpu.info.name ?? 'none'}) lacks it`);
   }
   return has;
+}
+
+/** The smoke configuration: 2 layers of 64 (2 heads of 32), 64-token rows, 4 rows per step. */
+export const TINY_SIZES = { depth: 2, aspectRatio: 32, headDim: 32, seqLen: 64, deviceBatchSize: 4, totalBatchSize: 256 };
+
+/** Points AUTORESEARCH_CACHE at a fresh temporary folder for this file's tests; restored and removed after them. */
+export function useTemporaryCache(prefix: string): string {
+  const cache = mkdtempSync(join(tmpdir(), prefix));
+  const saved = process.env.AUTORESEARCH_CACHE;
+  process.env.AUTORESEARCH_CACHE = cache;
+  afterAll(() => {
+    if (saved === undefined) delete process.env.AUTORESEARCH_CACHE;
+    else process.env.AUTORESEARCH_CACHE = saved;
+    rmSync(cache, { recursive: true, force: true });
+  });
+  return cache;
 }

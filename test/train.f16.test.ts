@@ -4,10 +4,8 @@
  * f32 one at every step. Needs shader-f16 (lavapipe 26.2); where the adapter lacks it the test is
  * skipped, except under AUTORESEARCH_REQUIRE_FEATURES=shader-f16 (CI's lavapipe run), where that is a failure.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { describe, expect, it, vi } from 'vitest';
 
 // steps bound the runs, not TIME_BUDGET (as in the smoke test): a busy machine trains the same 40
 // steps, and the schedules (which read elapsed time / TIME_BUDGET) are the same for both precisions
@@ -16,21 +14,12 @@ import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import { startRun } from '../src/harness.ts';
 import { train } from '../train.ts';
-import { requireFeature, testRuntime } from './setup.ts';
+import { TINY_SIZES, requireFeature, testRuntime, useTemporaryCache } from './setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
 const hasF16 = requireFeature(rt, 'shader-f16');
-const cache = mkdtempSync(join(tmpdir(), 'autoresearch-f16-'));
-const savedCache = process.env.AUTORESEARCH_CACHE;
-process.env.AUTORESEARCH_CACHE = cache;
-afterAll(() => {
-  if (savedCache === undefined) delete process.env.AUTORESEARCH_CACHE;
-  else process.env.AUTORESEARCH_CACHE = savedCache;
-  rmSync(cache, { recursive: true, force: true });
-});
+useTemporaryCache('autoresearch-f16-');
 
-// the smoke test's configuration (test/train.smoke.test.ts)
-const TINY = { depth: 2, aspectRatio: 32, headDim: 32, seqLen: 64, deviceBatchSize: 4, totalBatchSize: 256 };
 const quiet = { log: () => {} };
 
 /** Trains 40 steps and returns the loss printed at each step (the debiased EMA train.ts shows). */
@@ -43,7 +32,7 @@ async function lossCurve(tokenizer: Tokenizer, precision: 'f16' | 'f32'): Promis
     return true;
   });
   try {
-    const summary = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY, precision }));
+    const summary = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY_SIZES, precision }));
     return { losses, valBpb: summary.val_bpb };
   } finally {
     log.mockRestore();

@@ -6,10 +6,7 @@
  * made unreachable here, so a slow or busy machine trains the same 40 steps (it would otherwise stop
  * after step 10 once 300 s had passed), and the bounded work has no test timeout.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 // the training loop reads TIME_BUDGET from prepare.ts: make it unreachable (steps bound the run)
 vi.mock('../prepare.ts', async (importOriginal) => ({ ...(await importOriginal<typeof import('../prepare.ts')>()), TIME_BUDGET: 1e9 }));
@@ -17,20 +14,11 @@ import { prepareData, trainTokenizer, type Tokenizer } from '../prepare.ts';
 import type { Runtime } from '../src/gpu/runtime.ts';
 import { startRun } from '../src/harness.ts';
 import { train } from '../train.ts';
-import { testRuntime } from './setup.ts';
+import { TINY_SIZES, testRuntime, useTemporaryCache } from './setup.ts';
 
 const rt = (await testRuntime()) as Runtime;
-const cache = mkdtempSync(join(tmpdir(), 'autoresearch-smoke-'));
-const savedCache = process.env.AUTORESEARCH_CACHE;
-process.env.AUTORESEARCH_CACHE = cache;
-afterAll(() => {
-  if (savedCache === undefined) delete process.env.AUTORESEARCH_CACHE;
-  else process.env.AUTORESEARCH_CACHE = savedCache;
-  rmSync(cache, { recursive: true, force: true });
-});
+useTemporaryCache('autoresearch-smoke-');
 
-// 2 layers of 64 (2 heads of 32), 64-token rows, 4 rows per step
-const TINY = { depth: 2, aspectRatio: 32, headDim: 32, seqLen: 64, deviceBatchSize: 4, totalBatchSize: 256 };
 const quiet = { log: () => {} };
 
 describe.skipIf(!rt)('train.ts end to end (tiny config, embedded corpus)', () => {
@@ -47,9 +35,9 @@ describe.skipIf(!rt)('train.ts end to end (tiny config, embedded corpus)', () =>
     const spy = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void lines.push(args.join(' ')));
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     try {
-      const initial = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 0, sizes: TINY }));
+      const initial = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 0, sizes: TINY_SIZES }));
       lines.length = 0;
-      const trained = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY }));
+      const trained = await train(await startRun({ runtime: rt, tokenizer, maxSteps: 40, sizes: TINY_SIZES }));
       expect(initial.val_bpb).toBeGreaterThan(0);
       expect(trained.val_bpb).toBeLessThan(0.85 * initial.val_bpb);
       expect(trained.num_steps).toBe(40);
