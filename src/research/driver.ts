@@ -24,6 +24,7 @@ import { ApiAbortedError, FatalApiError, ResearchAgent, type Conversation } from
 import { startDashboard, type Dashboard, type LiveView } from './dashboard.ts';
 import { applyEdits, type Proposal } from './edits.ts';
 import { InlineExecutor, QueueExecutor, spawnLocalWorkers, startPrivateRedis, type Executor } from './executors.ts';
+import { dataHashes } from './experiment.ts';
 import { ResearchGit } from './git.ts';
 import { compareHashes, hashProtected, type TrainGuard } from './guard.ts';
 import { guardFor } from './guard_cache.ts';
@@ -36,6 +37,15 @@ import {
 import { crashSummary } from './runner.ts';
 import { RECORDS_FILE, refreshCharts, RESULTS_FILE } from './summary.ts';
 import type { RunKind, RunOutcome, RunRequest } from './workspace.ts';
+
+/** The metric's data as this session found it; every run (local or on a worker) must see the same. */
+function pinnedDataHashes(): Record<string, string> | undefined {
+  try {
+    return dataHashes();
+  } catch {
+    return undefined; // no tokenizer yet: a sandboxed run fails on its own with what to do
+  }
+}
 
 export const TRAIN_FILE = 'train.ts';
 export const LOG_FILE = 'run.log';
@@ -210,6 +220,8 @@ export class ResearchDriver {
   #abandoning = false;
   #abort = new AbortController();
   #protected: Record<string, string> = {};
+  /** Tokenizer and validation-data hashes pinned at session start (undefined before data exists). */
+  #data: Record<string, string> | undefined;
   #startedAt = Date.now();
   #timeBudgetS = 300;
   #consecutiveInvalid = 0;
@@ -375,12 +387,13 @@ export class ResearchDriver {
     await this.git.createBranch();
     const base = await this.git.head();
     this.#protected = hashProtected(this.repoDir);
+    this.#data = pinnedDataHashes();
     this.state = emptyState();
     rmSync(this.#path(RECORDS_FILE), { force: true });
     this.#emit({
       type: 'session', tag: this.opts.tag, branch: this.git.branch, started_at: now(), resumed: false, base_commit: base,
       model: this.opts.model, train_command: this.opts.trainCommand, time_budget_s: this.#timeBudgetS, protected_hashes: this.#protected,
-      run_id: `${this.opts.tag}-${Date.now().toString(36)}`, executor: this.#executorName(),
+      ...(this.#data ? { data_hashes: this.#data } : {}), run_id: `${this.opts.tag}-${Date.now().toString(36)}`, executor: this.#executorName(),
     });
     this.#writeResults();
     this.out.line(`created branch ${this.git.branch} at ${base.slice(0, 7)}`);
@@ -401,6 +414,7 @@ export class ResearchDriver {
       await this.git.checkoutBranch();
     }
     this.#protected = session.protected_hashes;
+    this.#data = session.data_hashes ?? pinnedDataHashes();
     const changed = compareHashes(this.#protected, hashProtected(this.repoDir));
     if (changed.length) throw new ResearchError(`protected files differ from when ${this.git.branch} started (${changed.join(', ')}): results would not be comparable; restore them or start a new tag`);
 
@@ -492,7 +506,7 @@ export class ResearchDriver {
     const req: RunRequest = {
       runId: d.run_id, experiment: d.experiment, kind: d.kind as RunKind, tag: this.opts.tag, commit: d.commit,
       parent: this.state.inFlight.get(d.experiment)?.parent ?? this.state.session?.base_commit ?? '', trainSource,
-      expectedHashes: this.#protected, seed: d.seed, timeBudgetS: this.#timeBudgetS, startupAllowanceS: this.opts.startupAllowanceS,
+      expectedHashes: this.#protected, expectedDataHashes: this.#data, seed: d.seed, timeBudgetS: this.#timeBudgetS, startupAllowanceS: this.opts.startupAllowanceS,
     };
     const o = await this.#executor!.submit(req);
     if (o.aborted) return o;

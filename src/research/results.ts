@@ -96,6 +96,8 @@ export interface SessionRecord {
   time_budget_s: number;
   /** sha256 of every protected file (path → hash) when the run was first started. */
   protected_hashes: Record<string, string>;
+  /** Tokenizer and validation-data hashes at the start (absent in records of older sessions). */
+  data_hashes?: Record<string, string>;
   /** Prefix of this research session's run ids (job ids on the queue). */
   run_id?: string;
   /** Where runs go: 'inline', or the queue's address. */

@@ -29,6 +29,8 @@ export interface RunRequest {
   trainSource: string;
   /** hashProtected() of the driver's checkout: the worker's fixed files must match. */
   expectedHashes: Record<string, string>;
+  /** dataHashes() pinned by the driver: the worker's tokenizer and validation data must match. */
+  expectedDataHashes?: Record<string, string>;
   seed: number;
   timeBudgetS: number;
   startupAllowanceS: number;
@@ -114,7 +116,7 @@ export async function runInWorkspace(req: RunRequest, slot: SlotOptions, signal?
       repoDir: slot.workDir, trainSource: req.trainSource, logPath, guard: guardFor(slot.workDir),
       // a command other than the default is a stand-in trainer, run as given
       trainCommand: slot.trainCommand === DEFAULT_TRAIN_COMMAND ? undefined : slot.trainCommand,
-      timeBudgetS: req.timeBudgetS, startupAllowanceS: req.startupAllowanceS, expectedHashes: req.expectedHashes,
+      timeBudgetS: req.timeBudgetS, startupAllowanceS: req.startupAllowanceS, expectedHashes: req.expectedHashes, expectedDataHashes: req.expectedDataHashes,
       env: trainingEnv(req, slot.gpu), signal, onStart: (pgid) => writeFileSync(join(slot.workDir, PGID_FILE), String(pgid)),
     });
     rmSync(join(slot.workDir, PGID_FILE), { force: true });

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runExperiment, type ExperimentResult, type ExperimentSpec } from '../../src/research/experiment.ts';
+import { dataHashes, runExperiment, type ExperimentResult, type ExperimentSpec } from '../../src/research/experiment.ts';
 import { TrainGuard } from '../../src/research/guard.ts';
 import { netIsolation } from '../../src/research/sandbox.ts';
 import { cheatingLogits, ESCAPE_ATTEMPTS, GUARD_ATTACKS, TAMPERING } from './attacks.ts';
@@ -128,6 +128,24 @@ describe('red team: sandbox and private evaluation (software adapter, guard off)
     expect(honest.valBpb!).toBeLessThan(20);
     expect(honest.peakVramMb!).toBeGreaterThan(1); // the harness counts every GPU buffer
     expect(honest.trainingSeconds).not.toBeNull();
+  });
+
+  it('refuses a run whose tokenizer or validation data differ from the hashes the driver pinned, before running it', async () => {
+    const saved = process.env.AUTORESEARCH_CACHE;
+    process.env.AUTORESEARCH_CACHE = cache;
+    let pinned: Record<string, string>;
+    try {
+      pinned = dataHashes();
+    } finally {
+      if (saved === undefined) delete process.env.AUTORESEARCH_CACHE;
+      else process.env.AUTORESEARCH_CACHE = saved;
+    }
+    const val = Object.keys(pinned).find((k) => k.startsWith('val/'));
+    expect(val).toBeDefined();
+    expect(Object.keys(pinned)).toContain('tokenizer/token_bytes.json');
+    const { r } = await run('data pinned', TRAIN, { expectedDataHashes: { ...pinned, [val!]: '0'.repeat(64) } });
+    expect(r.rejected).toMatch(/the tokenizer or validation data changed/);
+    expect(r.ok).toBe(false);
   });
 
   it(`blocks ${ESCAPE_ATTEMPTS.length} escapes (files, processes, network, secrets, code) and still scores honestly`, async () => {
