@@ -587,7 +587,7 @@ export async function train(run?: TrainRun): Promise<TrainSummary> {
   const dtype = run.precision(PRECISION);
   console.log(`Precision: ${dtype === 'f16' ? 'f16 compute, f32 master weights' : 'f32'}`);
   const model = new GPT(rt, config, dtype);
-  model.initWeights();
+  model.initWeights(run.seed);
 
   const paramCounts = model.numScalingParams();
   console.log('Parameter counts:');

@@ -36,6 +36,8 @@ export interface TrainRun {
   sizes(wanted: RunSizes): RunSizes;
   /** The compute dtype for train.ts's PRECISION on this adapter ('auto': f16 where it has shader-f16); a test may replace it. */
   precision(wanted: 'auto' | 'f16' | 'f32'): 'f32' | 'f16';
+  /** The run's seed: the research driver gives each re-run its own (AUTORESEARCH_SEED), else 42 as in the reference. */
+  seed: number;
 }
 
 export interface RunOptions {
@@ -47,6 +49,8 @@ export interface RunOptions {
   sizes?: Partial<RunSizes>;
   /** A precision that replaces train.ts's PRECISION (tests). */
   precision?: 'auto' | 'f16' | 'f32';
+  /** Default: $AUTORESEARCH_SEED, else 42. */
+  seed?: number;
   log?: (line: string) => void;
 }
 
@@ -55,6 +59,14 @@ function maxStepsFromEnv(): number {
   if (raw === undefined || raw === '') return Infinity;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`AUTORESEARCH_MAX_STEPS must be a whole number of steps, got '${raw}'`);
+  return n;
+}
+
+function seedFromEnv(): number {
+  const raw = process.env.AUTORESEARCH_SEED;
+  if (raw === undefined || raw === '') return 42;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`AUTORESEARCH_SEED must be a whole number, got '${raw}'`);
   return n;
 }
 
@@ -80,6 +92,7 @@ export async function startRun(o: RunOptions = {}): Promise<TrainRun> {
       return { ...(software ? SOFTWARE_SIZES : wanted), ...o.sizes };
     },
     precision: (wanted) => computeDtype(rt, o.precision ?? wanted),
+    seed: o.seed ?? seedFromEnv(),
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * The harness around train.ts: a software adapter trains SOFTWARE_SIZES whatever train.ts asks
  * for, a test's sizes win over both, and the step limit comes from the options or
- * AUTORESEARCH_MAX_STEPS (a bad value is an error that says so).
+ * AUTORESEARCH_MAX_STEPS, the seed from the options or AUTORESEARCH_SEED (a bad value is an error that says so).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Tokenizer } from '../prepare.ts';
@@ -13,10 +13,12 @@ import { testRuntime } from './setup.ts';
 const rt = (await testRuntime()) as Runtime;
 const tokenizer = { vocabSize: 512 } as Tokenizer; // startRun only hands it on
 const quiet = { log: () => {} };
-const saved = process.env.AUTORESEARCH_MAX_STEPS;
+const saved = { steps: process.env.AUTORESEARCH_MAX_STEPS, seed: process.env.AUTORESEARCH_SEED };
 afterEach(() => {
-  if (saved === undefined) delete process.env.AUTORESEARCH_MAX_STEPS;
-  else process.env.AUTORESEARCH_MAX_STEPS = saved;
+  if (saved.steps === undefined) delete process.env.AUTORESEARCH_MAX_STEPS;
+  else process.env.AUTORESEARCH_MAX_STEPS = saved.steps;
+  if (saved.seed === undefined) delete process.env.AUTORESEARCH_SEED;
+  else process.env.AUTORESEARCH_SEED = saved.seed;
 });
 
 describe.skipIf(!rt)('startRun', () => {
@@ -36,5 +38,15 @@ describe.skipIf(!rt)('startRun', () => {
     expect((await startRun({ runtime: rt, tokenizer, maxSteps: 0, ...quiet })).maxSteps).toBe(0);
     process.env.AUTORESEARCH_MAX_STEPS = 'lots';
     await expect(startRun({ runtime: rt, tokenizer, ...quiet })).rejects.toThrow(/AUTORESEARCH_MAX_STEPS must be a whole number of steps, got 'lots'/);
+  });
+
+  it("takes the seed from the options, else AUTORESEARCH_SEED (the driver's per-run seed), else the reference's 42", async () => {
+    delete process.env.AUTORESEARCH_SEED;
+    expect((await startRun({ runtime: rt, tokenizer, ...quiet })).seed).toBe(42);
+    process.env.AUTORESEARCH_SEED = '43';
+    expect((await startRun({ runtime: rt, tokenizer, ...quiet })).seed).toBe(43);
+    expect((await startRun({ runtime: rt, tokenizer, seed: 7, ...quiet })).seed).toBe(7);
+    process.env.AUTORESEARCH_SEED = '-1';
+    await expect(startRun({ runtime: rt, tokenizer, ...quiet })).rejects.toThrow(/AUTORESEARCH_SEED must be a whole number, got '-1'/);
   });
 });

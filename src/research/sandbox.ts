@@ -32,6 +32,7 @@ export const ENV_ALLOW = [
   'LP_NUM_THREADS', 'MESA_LOADER_DRIVER_OVERRIDE', 'MESA_SHADER_CACHE_DISABLE', 'CUDA_VISIBLE_DEVICES', 'DISPLAY', 'WAYLAND_DISPLAY',
   // the project's own settings
   'AUTORESEARCH_CACHE', 'AUTORESEARCH_GPU', 'AUTORESEARCH_GPU_DISABLE', 'AUTORESEARCH_PEAK_TFLOPS', 'AUTORESEARCH_QUIET_DAWN',
+  'AUTORESEARCH_SEED', // the driver's per-run seed (recorded with the run)
 ];
 
 /** The environment of a sandboxed run: the allow-list only, home and temp in the scratch folder. */
