@@ -101,9 +101,11 @@ describe('speed-up: 4 workers against 1', () => {
     expect(measured[1].runs).toBe(12);
     expect(measured[4].runs).toBe(12);
     expect(ratio).toBeLessThanOrEqual(0.4);
-    // the model saw what was running when it proposed (with 4 in flight, always something)
+    // the model saw what was running when it proposed (with 4 in flight, always something); which
+    // worker holds a run shows only once a worker has taken it, and the 4 runs of a round end
+    // within one poll of each other, so the worker's name is not asserted here
     const prompts = api.messageBodies.map((b) => b.messages[0].content[1].text as string);
-    expect(prompts.some((t) => /# Running now[^]*- #\d+ "WARMDOWN_RATIO [\d.]+" \(from [0-9a-f]{7}, on test-local\d/.test(t))).toBe(true);
+    expect(prompts.some((t) => /# Running now[^]*- #\d+ "WARMDOWN_RATIO [\d.]+" \(from [0-9a-f]{7}/.test(t))).toBe(true);
   }, 400_000);
 });
 
