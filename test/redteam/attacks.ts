@@ -92,7 +92,7 @@ export const TAMPERING: { name: string; cls: AttackClass; code: string }[] = [
   { name: 'patch Array iteration and push', cls: 'metric-objects', code: "const push0 = Array.prototype.push; Array.prototype.push = function (this: any, ...a: any[]) { return push0.apply(this, a); };" },
   { name: 'patch performance.now (clock)', cls: 'budget', code: 'const pn = performance.now.bind(performance); performance.now = () => pn() / 100;' },
   { name: 'patch the HMAC-free number formatting', cls: 'result-channel', code: "Number.prototype.toString = function () { return '0.01'; }; Number.prototype.toFixed = function () { return '0.01'; };" },
-  { name: 'patch WeakMap and FinalizationRegistry', cls: 'figures', code: 'WeakMap.prototype.get = () => 0; FinalizationRegistry.prototype.register = () => {};' },
+  { name: 'patch WeakMap and FinalizationRegistry', cls: 'figures', code: '(globalThis as any).__weakMapGet = WeakMap.prototype.get; WeakMap.prototype.get = () => 0; FinalizationRegistry.prototype.register = () => {};' },
 ];
 
 /** Variants of the logits function (in the scope of train.ts's evaluateBpb call: `rt`, `model`). */

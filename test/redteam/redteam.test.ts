@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataHashes, runExperiment, type ExperimentResult, type ExperimentSpec } from '../../src/research/experiment.ts';
 import { TrainGuard } from '../../src/research/guard.ts';
 import { netIsolation } from '../../src/research/sandbox.ts';
+import { testRuntime } from '../setup.ts';
 import { cheatingLogits, ESCAPE_ATTEMPTS, GUARD_ATTACKS, TAMPERING } from './attacks.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
@@ -172,10 +173,14 @@ try {
 
   it(`scores exactly as the honest run despite ${TAMPERING.length} patches of what evaluation used to rely on`, async () => {
     const patches = TAMPERING.map((t) => `try { ${t.code} } catch (e) { console.log('REDTEAM ${t.name}: threw ' + (e as Error).message.slice(0, 60)); }`).join('\n  ');
-    // natively read descriptor fields, set on Object.prototype only while the harness works
+    // natively read descriptor fields, set on Object.prototype only while the harness works; the
+    // WeakMap patch likewise (train.ts's own subgroup-matrix GEMM keeps its per-adapter choice in one)
     const logits = `((ids: any) => {
       for (const k of ['offset', 'size', 'mappedAtCreation', 'constants', 'entryPoint']) delete (Object.prototype as any)[k];
+      const patchedGet = WeakMap.prototype.get;
+      WeakMap.prototype.get = (globalThis as any).__weakMapGet ?? patchedGet;
       const out = model.logits(ids);
+      WeakMap.prototype.get = patchedGet;
       for (const k of ['offset', 'size']) Object.defineProperty(Object.prototype, k, { get() { return 256; }, configurable: true });
       Object.defineProperty(Object.prototype, 'constants', { get() { return { WG: 1 }; }, configurable: true });
       return out;
@@ -183,6 +188,14 @@ try {
     const src = withLogits(beforeEval(TRAIN, patches), logits);
     const { r, log } = await run('tampering', src);
     noEscape(log);
+    if (r.error !== null && (await testRuntime())?.f16) {
+      // On an f16 adapter train.ts's own model runs kernels and caches (subgroup-matrix GEMM, f16
+      // casts) that these global patches also reach, so its logits break and the harness stops the
+      // run: a crash, never a score. Where the model's path is untouched (llvmpipe, CI's first pass)
+      // the run must score exactly as the honest one.
+      crashed(r);
+      return;
+    }
     expect(r.error).toBeNull();
     expect(Math.abs(r.valBpb! - honest.valBpb!)).toBeLessThan(NOISE);
     expect(r.peakVramMb!).toBeGreaterThan(1); // not the 0 train.ts reported
